@@ -1,0 +1,53 @@
+# tokenserver: `make run` serves on 127.0.0.1:8000, `make test` runs the tests.
+# Both set up what a fresh machine lacks: the MySQL client headers (for
+# mysqlclient), a virtualenv in .venv with requirements.txt, a .env with keys.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup migrate lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists libmariadb 2>/dev/null || { \
+	  echo "Installing the MySQL client headers (needed to build mysqlclient)..."; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq default-libmysqlclient-dev pkg-config >/dev/null; \
+	  else \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq default-libmysqlclient-dev pkg-config >/dev/null; \
+	  fi; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+.env: | $(VENV)/.installed
+	$(PY) -m tokenserver.envfile .env
+
+setup: $(VENV)/.installed .env
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo ""
+	@echo "tokenserver on http://$(HOST):$(PORT)/ (console: /admin/, API: /api/)."
+	@echo "Create the first admin user in another shell:"
+	@echo "  $(PY) manage.py createsuperuser"
+	@echo "or without prompts:"
+	@echo "  DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_EMAIL=admin@example.com \\"
+	@echo "  DJANGO_SUPERUSER_PASSWORD=... $(PY) manage.py createsuperuser --noinput"
+	@echo ""
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) staticfiles test_db.sqlite3*

@@ -1,0 +1,140 @@
+"""
+The realm API, seed-compatible: `GET/POST /api/realm`, `GET /api/realm/<id>`,
+plus `PUT/PATCH/DELETE /api/realm/<id>`.
+
+A realm travels as `{"id", "kind", "config": {...}, "comment", "created_at",
+"updated_at"}`; "config" holds the seed's fields (url, method, arguments,
+token_path, content_type, expires_in_path) and tokenserver's additions.
+"""
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realms.models import Argument, Realm
+from realms.services import CONFIG_FIELDS, realm_delete, realm_upsert
+from tokenserver.api import PageQuerySerializer, enveloped, paginated, parse_query
+
+
+class UpperChoiceField(serializers.ChoiceField):
+    """A choice that ignores case on input ("get" → "GET")."""
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.upper() if isinstance(data, str) else data)
+
+
+class ArgumentSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, allow_blank=True, default="")
+    place = serializers.ChoiceField(choices=Argument.Place.choices, default=Argument.Place.URL)
+    value = serializers.CharField(
+        max_length=1000, allow_blank=True, default="", trim_whitespace=False
+    )
+
+
+class RealmConfigSerializer(serializers.Serializer):
+    """The "config" object; fields left out keep their defaults (or values, for PATCH)."""
+
+    url = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+    method = UpperChoiceField(choices=Realm.Method.choices, required=False)
+    arguments = ArgumentSerializer(many=True, required=False)
+    token_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    content_type = serializers.ChoiceField(choices=Realm.ContentType.choices, required=False)
+    expires_in_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    expires_in_unit = serializers.ChoiceField(choices=Realm.ExpiresInUnit.choices, required=False)
+    success_conditions = serializers.JSONField(required=False)
+    error_code_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    error_message_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    code_url = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+    timeout = serializers.FloatField(required=False)
+    max_concurrency = serializers.IntegerField(required=False)
+    refresh_margin = serializers.IntegerField(required=False)
+    default_ttl = serializers.IntegerField(required=False)
+
+
+class RealmWriteSerializer(serializers.Serializer):
+    """What POST, PUT and PATCH accept. `logic_code` is the seed's name for code_url."""
+
+    id = serializers.CharField(max_length=50, required=False)
+    kind = serializers.ChoiceField(choices=Realm.Kind.choices, required=False)
+    config = RealmConfigSerializer(required=False)
+    comment = serializers.CharField(allow_blank=True, required=False)
+    logic_code = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+
+    def validate(self, attrs):
+        logic_code = attrs.pop("logic_code", None)
+        if logic_code:
+            attrs.setdefault("config", {})["code_url"] = logic_code
+        return attrs
+
+
+def realm_to_dict(realm: Realm) -> dict:
+    config = {name: getattr(realm, name) for name in CONFIG_FIELDS}
+    config["arguments"] = [
+        {"name": argument.name, "place": argument.place, "value": argument.value}
+        for argument in realm.arguments.all()
+    ]
+    return {
+        "id": realm.id,
+        "kind": realm.kind,
+        "config": config,
+        "comment": realm.comment,
+        "created_at": realm.created_at,
+        "updated_at": realm.updated_at,
+    }
+
+
+class RealmQuerySerializer(PageQuerySerializer):
+    keyword = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+def _write(request, realm_id: str, *, partial: bool):
+    serializer = RealmWriteSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    if realm_id is None:
+        realm_id = data.get("id")
+        if not realm_id:
+            raise serializers.ValidationError({"id": ["This field is required."]})
+    elif data.get("id", realm_id) != realm_id:
+        raise serializers.ValidationError({"id": ["Does not match the realm in the URL."]})
+    return realm_upsert(realm_id, data, partial=partial)
+
+
+class RealmListView(APIView):
+    """List realms (newest updated first; `keyword` matches comment or id), or upsert one."""
+
+    def get(self, request):
+        params = parse_query(RealmQuerySerializer, request)
+        realms = Realm.objects.prefetch_related("arguments").order_by("-updated_at", "id")
+        if params.get("keyword"):
+            keyword = params["keyword"]
+            realms = realms.filter(Q(comment__icontains=keyword) | Q(id__icontains=keyword))
+        return paginated(realms, params, realm_to_dict)
+
+    def post(self, request):
+        realm, created = _write(request, None, partial=False)
+        return enveloped(realm_to_dict(realm), status=201 if created else 200)
+
+
+class RealmDetailView(APIView):
+    """One realm: read, replace (PUT), update in part (PATCH) or delete."""
+
+    def get(self, request, realm_id):
+        realm = get_object_or_404(Realm.objects.prefetch_related("arguments"), pk=realm_id)
+        return Response(realm_to_dict(realm))
+
+    def put(self, request, realm_id):
+        realm, created = _write(request, realm_id, partial=False)
+        return Response(realm_to_dict(realm), status=201 if created else 200)
+
+    def patch(self, request, realm_id):
+        get_object_or_404(Realm, pk=realm_id)
+        realm, _ = _write(request, realm_id, partial=True)
+        return Response(realm_to_dict(realm))
+
+    def delete(self, request, realm_id):
+        get_object_or_404(Realm, pk=realm_id)
+        realm_delete(realm_id)
+        return Response(status=204)

@@ -1,0 +1,166 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from realms.validators import (
+    validate_http_url,
+    validate_jsonpath,
+    validate_success_conditions,
+    validate_template,
+)
+
+
+class Realm(models.Model):
+    """
+    One token provider: how to fetch a token from it and how to read the
+    answer. `kind` says where tokens come from: `config` (an HTTP call built
+    from this realm's arguments), `code` (the operator's own function at
+    `code_url`, the seed's `logic_code`) or `fixed` (a token stored on each
+    secret, no upstream call).
+    """
+
+    class Kind(models.TextChoices):
+        CONFIG = "config", "HTTP call built from the configuration"
+        CODE = "code", "Operator's own function (code_url)"
+        FIXED = "fixed", "Fixed token stored on each secret"
+
+    class Method(models.TextChoices):
+        GET = "GET"
+        POST = "POST"
+
+    class ContentType(models.TextChoices):
+        JSON = "json", "JSON"
+        FORM = "form", "Form (application/x-www-form-urlencoded)"
+
+    class ExpiresInUnit(models.TextChoices):
+        SECONDS = "s", "seconds"
+        MILLISECONDS = "ms", "milliseconds"
+
+    id = models.SlugField(max_length=50, primary_key=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CONFIG)
+    url = models.URLField(
+        max_length=2000, blank=True, validators=[validate_http_url], help_text="Token endpoint."
+    )
+    method = models.CharField(max_length=4, choices=Method.choices, default=Method.GET)
+    content_type = models.CharField(
+        max_length=4,
+        choices=ContentType.choices,
+        default=ContentType.JSON,
+        help_text="How body arguments are sent.",
+    )
+    token_path = models.CharField(
+        max_length=255,
+        default="access_token",
+        validators=[validate_jsonpath],
+        help_text="JSONPath of the token in the answer; a bare name such as access_token works.",
+    )
+    expires_in_path = models.CharField(
+        max_length=255,
+        blank=True,
+        default="expires_in",
+        validators=[validate_jsonpath],
+        help_text="JSONPath of the lifetime; blank: every token lives default_ttl seconds.",
+    )
+    expires_in_unit = models.CharField(
+        max_length=2, choices=ExpiresInUnit.choices, default=ExpiresInUnit.SECONDS
+    )
+    success_conditions = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_success_conditions],
+        help_text='All must hold, e.g. [["errcode", 0]].',
+    )
+    error_code_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_jsonpath],
+        help_text="JSONPath of the upstream error code; blank: errcode, code or error.",
+    )
+    error_message_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_jsonpath],
+        help_text="JSONPath of the upstream error message; blank: errmsg, msg, message, …",
+    )
+    code_url = models.URLField(
+        max_length=2000,
+        blank=True,
+        validators=[validate_http_url],
+        help_text="Kind code: the function that answers {token, expires_in} for a secret.",
+    )
+    timeout = models.FloatField(
+        default=5.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(60)],
+        help_text="Seconds to wait for the upstream (connect, and then read).",
+    )
+    max_concurrency = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MinValueValidator(1)],
+        help_text="Upstream calls in flight at once for this realm.",
+    )
+    refresh_margin = models.PositiveIntegerField(
+        default=300,
+        help_text="Seconds before expiry at which a token is refreshed. Keep it under "
+        "30 minutes for Feishu, which hands back the same token until then.",
+    )
+    default_ttl = models.PositiveIntegerField(
+        default=7200,
+        validators=[MinValueValidator(1)],
+        help_text="Lifetime in seconds when the answer carries none.",
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self):
+        return self.id
+
+    def clean(self):
+        errors = {}
+        if self.kind == self.Kind.CONFIG and not self.url:
+            errors["url"] = "A realm of kind config needs the token endpoint's URL."
+        if self.kind == self.Kind.CODE and not self.code_url:
+            errors["code_url"] = "A realm of kind code needs code_url."
+        if self.kind == self.Kind.CONFIG and not self.token_path:
+            errors["token_path"] = "A realm of kind config needs token_path."  # noqa: S105
+        if errors:
+            raise ValidationError(errors)
+
+
+class Argument(models.Model):
+    """
+    One parameter of a realm's token request: where it goes (`place`) and its
+    value, a literal or a template over the secret's values (`$key_1`, or
+    `${key_1}` inside a string). Place `basic` sends HTTP Basic auth from a
+    `user:password` template such as `${key_1}:${key_2}`.
+    """
+
+    class Place(models.TextChoices):
+        URL = "url", "Query string"
+        HEADER = "header", "Header"
+        BODY = "body", "Body"
+        BASIC = "basic", "HTTP Basic auth (user:password)"
+
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="arguments")
+    name = models.CharField(max_length=100, blank=True)
+    place = models.CharField(max_length=6, choices=Place.choices, default=Place.URL)
+    value = models.CharField(max_length=1000, blank=True, validators=[validate_template])
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self):
+        return f"{self.place}:{self.name}"
+
+    def clean(self):
+        if self.place == self.Place.BASIC:
+            if ":" not in self.value:
+                raise ValidationError(
+                    {"value": "A basic argument is user:password, e.g. ${key_1}:${key_2}."}
+                )
+        elif not self.name:
+            raise ValidationError({"name": "An argument needs a name."})

@@ -1,0 +1,116 @@
+"""Realm writes: create, update (whole or in part) and delete, with their arguments."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from realms.models import Argument, Realm
+from tokenserver.errors import Conflict
+
+#: Realm fields the API carries inside "config".
+CONFIG_FIELDS = (
+    "url",
+    "method",
+    "content_type",
+    "token_path",
+    "expires_in_path",
+    "expires_in_unit",
+    "success_conditions",
+    "error_code_path",
+    "error_message_path",
+    "code_url",
+    "timeout",
+    "max_concurrency",
+    "refresh_margin",
+    "default_ttl",
+)
+
+#: Fields at the top level of the API's realm object.
+TOP_FIELDS = ("kind", "comment")
+
+
+def _api_path(field: str) -> str:
+    """A Realm field's path in the API's realm object ("url" → "config.url")."""
+    if field in ("id", "__all__", *TOP_FIELDS):
+        return field
+    return f"config.{field}"
+
+
+def _renamed(error: ValidationError, rename) -> ValidationError:
+    """Re-key a model ValidationError with the API's field paths."""
+    if not hasattr(error, "error_dict"):
+        return error
+    return ValidationError(
+        {rename(field): messages for field, messages in error.message_dict.items()}
+    )
+
+
+@transaction.atomic
+def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[Realm, bool]:
+    """
+    Create the realm `realm_id` or update it from `data` (top-level fields and
+    a "config" dict, as the API speaks). Without `partial`, fields that `data`
+    leaves out take their defaults (the seed's POST replaces the realm); with
+    it, they keep their values. Arguments are replaced when given.
+
+    Raises django ValidationError keyed by API field path; nothing is written
+    unless everything is valid.
+    """
+    realm = Realm.objects.select_for_update().filter(pk=realm_id).first()
+    created = realm is None
+    if created or not partial:
+        fresh = Realm(id=realm_id)
+        if realm is not None:
+            fresh.created_at = realm.created_at
+        realm = fresh
+    config = data.get("config") or {}
+    for name in CONFIG_FIELDS:
+        if name in config:
+            setattr(realm, name, config[name])
+    for name in TOP_FIELDS:
+        if name in data:
+            setattr(realm, name, data[name])
+    if "kind" not in data and (created or not partial):
+        realm.kind = _implied_kind(data, config)
+
+    arguments = None
+    if "arguments" in config:
+        arguments = [
+            Argument(realm=realm, order=position, **argument)
+            for position, argument in enumerate(config["arguments"] or [])
+        ]
+    try:
+        realm.full_clean()
+    except ValidationError as error:
+        raise _renamed(error, _api_path) from None
+    for position, argument in enumerate(arguments or []):
+        try:
+            argument.full_clean(exclude=["realm"])
+        except ValidationError as error:
+            prefix = f"config.arguments[{position}]."
+            raise _renamed(error, lambda field, prefix=prefix: prefix + field) from None
+
+    realm.save()
+    if arguments is not None:
+        realm.arguments.all().delete()
+        Argument.objects.bulk_create(arguments)
+    elif not created and not partial:
+        realm.arguments.all().delete()
+    return realm, created
+
+
+def _implied_kind(data: dict, config: dict) -> str:
+    """The seed had no kind: config → config, logic_code → code, neither → fixed."""
+    if config.get("code_url") and not config.get("url"):
+        return Realm.Kind.CODE
+    if config:
+        return Realm.Kind.CONFIG
+    return Realm.Kind.FIXED
+
+
+def realm_delete(realm_id: str) -> None:
+    """Delete a realm; refused (409) while secrets still use it."""
+    realm = Realm.objects.get(pk=realm_id)
+    count = realm.secrets.count()
+    if count:
+        raise Conflict(f"Realm {realm_id!r} still has {count} secret(s); delete them first.")
+    realm.delete()

@@ -1,0 +1,95 @@
+"""
+Validation of realm configuration, shared by the models' clean() and the API
+serializers (which call full_clean()), so both reject the same input with the
+same message.
+"""
+
+import string
+from functools import lru_cache
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import parse as jsonpath_parse
+
+#: Names an argument template may reference: the secret's five values.
+TEMPLATE_NAMES = frozenset(f"key_{n}" for n in range(1, 6))
+
+validate_http_url = URLValidator(
+    schemes=["http", "https"], message="Enter a valid http or https URL."
+)
+
+
+@lru_cache(maxsize=512)
+def compile_jsonpath(path: str):
+    """
+    Compile a JSONPath (jsonpath-ng, extended syntax); a bare name such as
+    `access_token` is a valid path. Cached: realms are read far more often
+    than they change.
+    """
+    return jsonpath_parse(path)
+
+
+def validate_jsonpath(path: str) -> None:
+    if not path:
+        return
+    try:
+        compile_jsonpath(path)
+    except (JSONPathError, ValueError, TypeError) as exc:
+        raise ValidationError(
+            "%(path)r is not a valid JSONPath: %(reason)s",
+            code="invalid_jsonpath",
+            params={"path": path, "reason": str(exc).splitlines()[0][:200]},
+        ) from None
+
+
+def validate_template(value: str) -> None:
+    """
+    An argument value is a literal or a template in string.Template syntax:
+    `$key_1` alone, `${key_1}` inside a string (`Bearer ${key_1}`), `$$` for a
+    literal dollar sign. Only `key_1` … `key_5` may be referenced.
+    """
+    template = string.Template(value)
+    if not template.is_valid():
+        raise ValidationError(
+            "%(value)r is not a valid template: write $key_1 … $key_5 alone, "
+            "${key_1} inside a string, and $$ for a literal $.",
+            code="invalid_template",
+            params={"value": value},
+        )
+    unknown = sorted(set(template.get_identifiers()) - TEMPLATE_NAMES)
+    if unknown:
+        raise ValidationError(
+            "Template references %(names)s; only key_1 … key_5 exist "
+            "(use ${key_1} inside a string).",
+            code="unknown_template_name",
+            params={"names": ", ".join(f"${name}" for name in unknown)},
+        )
+
+
+def render_template(value: str, values: dict[str, str]) -> str:
+    """Render an argument template with a secret's values (unset ones are empty)."""
+    mapping = {name: values.get(name) or "" for name in TEMPLATE_NAMES}
+    return string.Template(value).substitute(mapping)
+
+
+def validate_success_conditions(conditions) -> None:
+    """A list of `[JSONPath, expected value]` pairs, all of which must hold."""
+    if not isinstance(conditions, list):
+        raise ValidationError(
+            "Success conditions must be a list of [JSONPath, expected value] pairs.",
+            code="invalid_conditions",
+        )
+    for position, condition in enumerate(conditions, start=1):
+        if (
+            not isinstance(condition, (list, tuple))
+            or len(condition) != 2
+            or not isinstance(condition[0], str)
+            or not condition[0]
+        ):
+            raise ValidationError(
+                "Success condition %(position)s must be a [JSONPath, expected value] pair.",
+                code="invalid_conditions",
+                params={"position": position},
+            )
+        validate_jsonpath(condition[0])

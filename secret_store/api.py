@@ -1,0 +1,113 @@
+"""
+The secret API, seed-compatible: `GET/POST /api/secret`, plus
+`GET/PUT/PATCH/DELETE /api/secret/<realm>/<key>`.
+
+Values are write-only: answers say whether each is set ("******") or not
+(null), never what it is.
+"""
+
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from secret_store.models import VALUE_FIELDS, Secret
+from secret_store.services import secret_delete, secret_upsert
+from tokenserver.api import PageQuerySerializer, enveloped, paginated, parse_query
+
+MASK = "******"
+
+
+def _value_field():
+    # No trimming: a secret value is what the operator pasted, to the byte.
+    return serializers.CharField(
+        max_length=8192, allow_blank=True, allow_null=True, required=False, trim_whitespace=False
+    )
+
+
+class SecretWriteSerializer(serializers.Serializer):
+    realm = serializers.CharField(max_length=50, required=False)
+    key = serializers.CharField(max_length=100, required=False)
+    key_1 = _value_field()
+    key_2 = _value_field()
+    key_3 = _value_field()
+    key_4 = _value_field()
+    key_5 = _value_field()
+    token = serializers.CharField(
+        max_length=16384, allow_blank=True, allow_null=True, required=False, trim_whitespace=False
+    )
+    token_expires_at = serializers.DateTimeField(allow_null=True, required=False)
+    enabled = serializers.BooleanField(required=False)
+    comment = serializers.CharField(allow_blank=True, required=False)
+
+
+def secret_to_dict(secret: Secret) -> dict:
+    masked = {name: MASK if getattr(secret, name) else None for name in (*VALUE_FIELDS, "token")}
+    return {
+        "realm": secret.realm_id,
+        "key": secret.key,
+        **masked,
+        "token_expires_at": secret.token_expires_at,
+        "enabled": secret.enabled,
+        "comment": secret.comment,
+        "created_at": secret.created_at,
+        "updated_at": secret.updated_at,
+    }
+
+
+class SecretQuerySerializer(PageQuerySerializer):
+    realm = serializers.CharField(required=False, allow_blank=True, max_length=50)
+
+
+def _write(request, realm_id=None, key=None, *, replace=False, partial=False):
+    serializer = SecretWriteSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = dict(serializer.validated_data)
+    if realm_id is None:
+        missing = {
+            name: ["This field is required."] for name in ("realm", "key") if not data.get(name)
+        }
+        if missing:
+            raise serializers.ValidationError(missing)
+        realm_id, key = data["realm"], data["key"]
+    else:
+        for name, expected in (("realm", realm_id), ("key", key)):
+            if data.get(name, expected) != expected:
+                raise serializers.ValidationError({name: ["Does not match the URL."]})
+        if partial:
+            get_object_or_404(Secret, realm_id=realm_id, key=key)
+    return secret_upsert(realm_id, key, data, replace=replace)
+
+
+class SecretListView(APIView):
+    """List secrets (optionally of one realm), or create/update one."""
+
+    def get(self, request):
+        params = parse_query(SecretQuerySerializer, request)
+        secrets = Secret.objects.order_by("-updated_at", "id")
+        if params.get("realm"):
+            secrets = secrets.filter(realm_id=params["realm"])
+        return paginated(secrets, params, secret_to_dict)
+
+    def post(self, request):
+        secret, created = _write(request)
+        return enveloped(secret_to_dict(secret), status=201 if created else 200)
+
+
+class SecretDetailView(APIView):
+    """One secret: read (masked), replace (PUT), update in part (PATCH) or delete."""
+
+    def get(self, request, realm_id, key):
+        return Response(secret_to_dict(get_object_or_404(Secret, realm_id=realm_id, key=key)))
+
+    def put(self, request, realm_id, key):
+        secret, created = _write(request, realm_id, key, replace=True)
+        return Response(secret_to_dict(secret), status=201 if created else 200)
+
+    def patch(self, request, realm_id, key):
+        secret, _ = _write(request, realm_id, key, partial=True)
+        return Response(secret_to_dict(secret))
+
+    def delete(self, request, realm_id, key):
+        secret_delete(realm_id, key)
+        return Response(status=204)

@@ -1,0 +1,72 @@
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from realms.models import Realm
+from tokenserver.fields import EncryptedTextField
+
+#: The secret's value fields, in order.
+VALUE_FIELDS = ("key_1", "key_2", "key_3", "key_4", "key_5")
+
+validate_key_name = RegexValidator(
+    r"^[A-Za-z0-9_.-]+$", "Use letters, digits, '_', '.' and '-' only."
+)
+
+
+class Secret(models.Model):
+    """
+    One app's credentials at one realm. Apps name it by (`realm`, `key`).
+
+    `key_1` … `key_5` are the values argument templates refer to (`$key_1`);
+    `token` and `token_expires_at` serve realms of kind `fixed`. All values are
+    encrypted at rest and write-only: no API response or admin page shows them.
+    """
+
+    realm = models.ForeignKey(Realm, on_delete=models.PROTECT, related_name="secrets")
+    key = models.CharField(max_length=100, validators=[validate_key_name])
+    key_1 = EncryptedTextField(blank=True, default="")
+    key_2 = EncryptedTextField(blank=True, default="")
+    key_3 = EncryptedTextField(blank=True, default="")
+    key_4 = EncryptedTextField(blank=True, default="")
+    key_5 = EncryptedTextField(blank=True, default="")
+    token = EncryptedTextField(blank=True, default="", help_text="Kind fixed: the token.")
+    token_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Kind fixed: when the token expires (blank: never)."
+    )
+    enabled = models.BooleanField(default=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["realm", "key"], name="secret_unique_realm_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.realm_id}/{self.key}"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # Remember what was loaded, so a save can tell whether the credentials
+        # changed (then the cached token belongs to the old ones).
+        instance._loaded_identity = (instance.realm_id, instance.key)
+        instance._loaded_values = instance.credential_values()
+        return instance
+
+    def values(self) -> dict[str, str]:
+        """The values argument templates may reference."""
+        return {name: getattr(self, name) for name in VALUE_FIELDS}
+
+    def credential_values(self) -> tuple:
+        return (*(getattr(self, name) for name in VALUE_FIELDS), self.token, self.token_expires_at)
+
+    def credentials_changed(self) -> bool:
+        """Whether the values differ from what was loaded (always true when new)."""
+        return getattr(self, "_loaded_values", None) != self.credential_values()
+
+    def fixed_token_is_valid(self, now=None) -> bool:
+        now = now or timezone.now()
+        return bool(self.token) and (self.token_expires_at is None or self.token_expires_at > now)

@@ -1,0 +1,51 @@
+"""Secret writes: create or update (whole or in part) and delete."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from realms.models import Realm
+from secret_store.models import VALUE_FIELDS, Secret
+from tokenserver.errors import NotFound
+
+#: Fields a caller may set on a secret.
+WRITABLE_FIELDS = (*VALUE_FIELDS, "token", "token_expires_at", "enabled", "comment")
+
+_DEFAULTS = {name: "" for name in (*VALUE_FIELDS, "token", "comment")} | {
+    "token_expires_at": None,
+    "enabled": True,
+}
+
+
+@transaction.atomic
+def secret_upsert(
+    realm_id: str, key: str, data: dict, *, replace: bool = False
+) -> tuple[Secret, bool]:
+    """
+    Create the secret (`realm_id`, `key`) or update it from `data`.
+
+    Fields `data` leaves out keep their stored values, unless `replace`
+    (PUT), which resets them; `None` or "" clears a value. New credentials
+    drop the cached token (tokens.signals). Raises django ValidationError.
+    """
+    realm = Realm.objects.filter(pk=realm_id).first()
+    if realm is None:
+        raise ValidationError({"realm": [f"Unknown realm {realm_id!r}."]})
+    secret = Secret.objects.select_for_update().filter(realm=realm, key=key).first()
+    created = secret is None
+    if created:
+        secret = Secret(realm=realm, key=key)
+    for name in WRITABLE_FIELDS:
+        if name in data:
+            value = data[name]
+            setattr(secret, name, _DEFAULTS[name] if value is None else value)
+        elif replace:
+            setattr(secret, name, _DEFAULTS[name])
+    secret.full_clean()
+    secret.save()
+    return secret, created
+
+
+def secret_delete(realm_id: str, key: str) -> None:
+    deleted, _ = Secret.objects.filter(realm_id=realm_id, key=key).delete()
+    if not deleted:
+        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")

@@ -1,0 +1,111 @@
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+from secret_store.models import Secret
+from tokenserver.fields import EncryptedTextField
+
+
+class CachedToken(models.Model):
+    """
+    The current token of one secret, as the upstream granted it: the database
+    copy behind the cache, so a restart or a cache flush costs no upstream
+    call. The token is encrypted at rest.
+
+    `fetched_at` is when the upstream answered; `expires_at` counts the
+    granted lifetime from when the request was sent, so it is never later
+    than the provider's own expiry.
+    """
+
+    secret = models.OneToOneField(
+        Secret, on_delete=models.CASCADE, primary_key=True, related_name="cached_token"
+    )
+    token = EncryptedTextField()
+    expires_at = models.DateTimeField()
+    fetched_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "cached token"
+
+    def __str__(self):
+        return f"token of {self.secret_id}"
+
+    def remaining(self, now=None) -> timedelta:
+        return self.expires_at - (now or timezone.now())
+
+    def refresh_at(self, margin: float):
+        """
+        When this token is due for a refresh: `margin` seconds before expiry,
+        but never earlier than half its lifetime, so a realm whose margin
+        exceeds the lifetime its provider grants does not refresh on every
+        request.
+        """
+        lifetime = (self.expires_at - self.fetched_at).total_seconds()
+        return self.expires_at - timedelta(seconds=max(0.0, min(margin, lifetime / 2)))
+
+    def is_fresh(self, margin: float, now=None) -> bool:
+        """Good to hand out without a refresh: not yet due (see refresh_at)."""
+        return (now or timezone.now()) < self.refresh_at(margin)
+
+    def is_alive(self, now=None) -> bool:
+        """Not yet expired (it may be due for a refresh)."""
+        return self.remaining(now).total_seconds() > 0
+
+
+class FetchLog(models.Model):
+    """
+    Append-only audit of upstream attempts: who caused a fetch, for which
+    secret, and what the upstream answered. Realm and key are copied as text
+    so the record outlives the secret. Never holds a token or a secret value.
+    """
+
+    class Trigger(models.TextChoices):
+        REQUEST = "request"
+        FLUSH = "flush"
+        REFRESHER = "refresher"
+        ADMIN = "admin"
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        UPSTREAM_ERROR = "upstream_error", "Upstream refused (error in the answer)"
+        INVALID_RESPONSE = "invalid_response", "Answer not understood"
+        TIMEOUT = "timeout"
+        UNREACHABLE = "unreachable"
+        REJECTED = "rejected", "Not sent (refused before the call)"
+
+    realm = models.CharField(max_length=50, db_index=True)
+    key = models.CharField(max_length=100)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    lifetime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Granted lifetime in seconds."
+    )
+    client = models.CharField(max_length=150, blank=True, help_text="Who caused the fetch.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["realm", "key", "-created_at"], name="fetchlog_secret")]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.realm}/{self.key} {self.outcome}"
+
+
+class FetchLease(models.Model):
+    """
+    A database lock with an expiry: the single-flight lock of the token path
+    when there is no Redis. One row per held lock; a holder that dies leaves a
+    row whose `expires_at` passes, and the next taker overwrites it.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True)
+    holder = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return self.name

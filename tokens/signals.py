@@ -1,0 +1,56 @@
+"""
+Keep the token cache true to the database: saving or deleting a realm or a
+secret evicts the cached entries it affects (at once, and again after the
+transaction commits, so a concurrent request cannot re-cache the old row), and new
+credentials drop the stored token, which belongs to the old ones.
+"""
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from realms.models import Argument, Realm
+from secret_store.models import Secret
+from tokens.cache import cache_evict
+from tokens.models import CachedToken
+
+
+def _evict_on_commit(pairs):
+    # Now, so this process stops serving the old entry, and again on commit,
+    # in case a concurrent request re-cached the old row in between.
+    pairs = list(pairs)
+    cache_evict(pairs)
+    transaction.on_commit(lambda: cache_evict(pairs))
+
+
+@receiver(post_save, sender=Secret)
+def secret_saved(sender, instance, created, **kwargs):
+    pairs = {(instance.realm_id, instance.key)}
+    loaded = getattr(instance, "_loaded_identity", None)
+    if loaded:
+        pairs.add(loaded)
+    if not created and instance.credentials_changed():
+        CachedToken.objects.filter(secret=instance).delete()
+    instance._loaded_identity = (instance.realm_id, instance.key)
+    instance._loaded_values = instance.credential_values()
+    _evict_on_commit(pairs)
+
+
+@receiver(post_delete, sender=Secret)
+def secret_deleted(sender, instance, **kwargs):
+    _evict_on_commit([(instance.realm_id, instance.key)])
+
+
+@receiver(post_save, sender=Realm)
+@receiver(post_delete, sender=Realm)
+def realm_changed(sender, instance, **kwargs):
+    # The realm's margin is baked into its cache entries: rebuild them.
+    _evict_on_commit(Secret.objects.filter(realm_id=instance.pk).values_list("realm_id", "key"))
+
+
+@receiver(post_save, sender=Argument)
+@receiver(post_delete, sender=Argument)
+def argument_changed(sender, instance, **kwargs):
+    _evict_on_commit(
+        Secret.objects.filter(realm_id=instance.realm_id).values_list("realm_id", "key")
+    )

@@ -1,0 +1,222 @@
+"""The token path of tokens.services.token_get: cache, database, lock + upstream."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from conftest import RealmFactory, SecretFactory, numbered_tokens
+from tokens.models import CachedToken, FetchLog
+from tokens.services import token_get
+from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
+
+pytestmark = pytest.mark.django_db
+
+
+def test_cold_token_comes_from_upstream_then_cache(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+
+    first = token_get("wxgzh", "wxgzh_secret")
+    second = token_get("wxgzh", "wxgzh_secret")
+
+    assert (first.token, first.source) == ("ACCESS", "upstream")
+    assert (second.token, second.source) == ("ACCESS", "cache")
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+    # The seed's arguments went into the query string.
+    assert upstream.calls("/cgi-bin/token")[0]["query"] == {
+        "appid": "wx1234567890abcdef",
+        "secret": "0123456789abcdef0123456789abcdef",
+        "grant_type": "client_credential",
+    }
+    assert 7_190_000 < first.expires_in_ms() <= 7_200_000
+
+
+def test_database_answers_when_cache_is_empty(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+    from django.core.cache import cache
+
+    cache.clear() if not hasattr(cache, "delete_pattern") else cache.delete_pattern("*")
+
+    again = token_get("wxgzh", "wxgzh_secret")
+    cached = token_get("wxgzh", "wxgzh_secret")
+
+    assert (again.token, again.source) == ("ACCESS", "database")
+    assert cached.source == "cache"  # put back in the cache
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+
+
+def test_token_inside_refresh_margin_is_refreshed(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    # A stored token with 100 s left, under the realm's 300 s margin.
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="OLD",
+        fetched_at=now - timedelta(seconds=7100),
+        expires_at=now + timedelta(seconds=100),
+    )
+
+    result = token_get("wxgzh", "wxgzh_secret")
+
+    assert (result.token, result.source) == ("TOKEN-1", "upstream")
+    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+
+
+def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
+    # A provider granting 60 s under a 300 s margin: refresh at half-life
+    # instead of sending every request upstream.
+    realm = RealmFactory(url=upstream.url(), refresh_margin=300)
+    secret = SecretFactory(realm=realm)
+    upstream.reply_with("/token", numbered_tokens(lifetime=60))
+
+    results = [token_get(realm.id, secret.key) for _ in range(5)]
+
+    assert [r.source for r in results] == ["upstream"] + ["cache"] * 4
+    assert len(upstream.calls()) == 1
+
+
+def test_flush_fetches_a_new_token(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    token_get("wxgzh", "wxgzh_secret")
+
+    flushed = token_get("wxgzh", "wxgzh_secret", flush=True)
+
+    assert (flushed.token, flushed.source) == ("TOKEN-2", "upstream")
+    assert token_get("wxgzh", "wxgzh_secret").token == "TOKEN-2"
+    assert list(FetchLog.objects.order_by("id").values_list("trigger", flat=True)) == [
+        "request",
+        "flush",
+    ]
+
+
+def test_every_upstream_attempt_writes_one_fetchlog_row(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+
+    token_get("wxgzh", "wxgzh_secret", client="operator")
+    token_get("wxgzh", "wxgzh_secret")
+
+    log = FetchLog.objects.get()
+    assert (log.realm, log.key, log.trigger, log.outcome) == (
+        "wxgzh",
+        "wxgzh_secret",
+        "request",
+        "ok",
+    )
+    assert (log.http_status, log.lifetime, log.client) == (200, 7200, "operator")
+    assert log.duration_ms >= 0
+
+
+def test_failed_fetch_is_logged_and_raises_upstream_error(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"errcode": 40013, "errmsg": "invalid appid"})
+
+    with pytest.raises(UpstreamError) as raised:
+        token_get("wxgzh", "wxgzh_secret")
+
+    assert raised.value.detail == "upstream answered HTTP 200 with errcode 40013: invalid appid"
+    log = FetchLog.objects.get()
+    assert (log.outcome, log.http_status, log.error_code, log.error_message) == (
+        "upstream_error",
+        200,
+        "40013",
+        "invalid appid",
+    )
+    assert not CachedToken.objects.exists()
+
+
+def test_unknown_realm_and_key_are_not_found(wechat_secret):
+    with pytest.raises(NotFound, match="Unknown realm 'nope'"):
+        token_get("nope", "wxgzh_secret")
+    with pytest.raises(NotFound, match="has no secret 'nope'"):
+        token_get("wxgzh", "nope")
+
+
+def test_disabled_secret_is_refused_even_when_cached(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+
+    wechat_secret.enabled = False
+    wechat_secret.save()  # evicts the cache entry (tokens.signals)
+
+    with pytest.raises(SecretDisabled):
+        token_get("wxgzh", "wxgzh_secret")
+
+
+def test_new_credentials_drop_the_stored_token(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    token_get("wxgzh", "wxgzh_secret")
+
+    wechat_secret.key_2 = "a-new-app-secret-value"
+    wechat_secret.save()
+
+    assert token_get("wxgzh", "wxgzh_secret").token == "TOKEN-2"
+
+
+def test_comment_change_keeps_the_stored_token(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    token_get("wxgzh", "wxgzh_secret")
+
+    wechat_secret.comment = "billing app"
+    wechat_secret.save()
+
+    assert token_get("wxgzh", "wxgzh_secret").source == "database"
+
+
+def test_fixed_realm_returns_the_stored_token_without_upstream():
+    realm = RealmFactory(kind="fixed", url="")
+    expires = timezone.now() + timedelta(hours=1)
+    SecretFactory(realm=realm, key="app", token="FIXED-TOKEN", token_expires_at=expires)
+
+    first = token_get(realm.id, "app")
+    second = token_get(realm.id, "app")
+
+    assert (first.token, first.source) == ("FIXED-TOKEN", "fixed")
+    assert (second.token, second.source) == ("FIXED-TOKEN", "fixed")
+    assert 3_590_000 < first.expires_in_ms() <= 3_600_000
+    assert not FetchLog.objects.exists()
+
+
+def test_fixed_token_without_expiry_has_no_expires_in():
+    realm = RealmFactory(kind="fixed", url="")
+    SecretFactory(realm=realm, key="app", token="FIXED-TOKEN")
+
+    assert token_get(realm.id, "app").expires_in_ms() is None
+
+
+def test_expired_fixed_token_is_not_served():
+    realm = RealmFactory(kind="fixed", url="")
+    SecretFactory(
+        realm=realm, key="app", token="OLD", token_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    with pytest.raises(NotFound, match="expired"):
+        token_get(realm.id, "app")
+
+
+def test_expires_in_never_exceeds_what_is_left(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+    time.sleep(0.05)
+
+    assert token_get("wxgzh", "wxgzh_secret").expires_in_ms() <= 7_200_000 - 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upstream_call_runs_outside_any_transaction(upstream, wechat_secret, monkeypatch):
+    from tokens import upstream as upstream_module
+
+    seen = []
+    real_fetch = upstream_module.fetch
+
+    def spy(realm, secret):
+        seen.append(connection.in_atomic_block)
+        return real_fetch(realm, secret)
+
+    monkeypatch.setattr(upstream_module, "fetch", spy)
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+
+    token_get("wxgzh", "wxgzh_secret")
+
+    assert seen == [False]

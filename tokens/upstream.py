@@ -1,0 +1,310 @@
+"""
+The upstream client: builds a realm's token request from a secret's values,
+sends it, and reads the token and its lifetime from the answer.
+
+Nothing here touches the database or the cache; `fetch()` either returns a
+`Fetched` or raises `UpstreamFailure`, whose `detail` is safe to show an app:
+it names the upstream's status and error code/message, never a secret value,
+and never the request URL with its query (WeChat sends credentials there).
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+
+from realms.models import Argument, Realm
+from realms.validators import compile_jsonpath, render_template
+from secret_store.models import Secret
+
+#: Largest answer read from an upstream; a token answer is a few KB.
+MAX_RESPONSE_BYTES = 1_000_000
+
+#: Where an error code / message usually is, when the realm names no path.
+ERROR_CODE_FIELDS = ("errcode", "code", "error_code", "error")
+ERROR_MESSAGE_FIELDS = ("errmsg", "msg", "message", "error_description", "error_msg")
+
+_sessions = threading.local()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A token the upstream granted."""
+
+    token: str
+    lifetime: float  # seconds, counted from when the request was sent
+    http_status: int
+    duration_ms: int
+
+
+class UpstreamFailure(Exception):
+    """The upstream did not grant a token; `outcome` is a FetchLog outcome."""
+
+    def __init__(
+        self,
+        outcome: str,
+        detail: str,
+        *,
+        http_status: int | None = None,
+        error_code: str = "",
+        error_message: str = "",
+        duration_ms: int = 0,
+    ):
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+        self.http_status = http_status
+        self.error_code = error_code
+        self.error_message = error_message
+        self.duration_ms = duration_ms
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """Everything `requests` needs for one token call, plus how to read the answer."""
+
+    method: str
+    url: str
+    params: dict
+    headers: dict
+    body: dict
+    content_type: str
+    auth: tuple | None
+    timeout: float
+
+
+def _session() -> requests.Session:
+    # One pooled session per thread: requests' Session is not documented as
+    # thread-safe, and keep-alive to the upstream saves a TLS handshake.
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = requests.Session()
+        session.trust_env = False  # no proxy or .netrc surprises from the environment
+    return session
+
+
+def build_request(realm: Realm, secret: Secret) -> TokenRequest:
+    """Render the realm's arguments with the secret's values."""
+    values = secret.values()
+    if realm.kind == Realm.Kind.CODE:
+        # The operator's function gets the secret's values as JSON.
+        body = {"realm": realm.id, "key": secret.key, **values}
+        return TokenRequest("POST", realm.code_url, {}, {}, body, "json", None, realm.timeout)
+
+    params, headers, body, auth = {}, {}, {}, None
+    for argument in realm.arguments.all():
+        rendered = render_template(argument.value, values)
+        if argument.place == Argument.Place.URL:
+            params[argument.name] = rendered
+        elif argument.place == Argument.Place.HEADER:
+            headers[argument.name] = rendered
+        elif argument.place == Argument.Place.BODY:
+            body[argument.name] = rendered
+        elif argument.place == Argument.Place.BASIC:
+            user, _, password = rendered.partition(":")
+            auth = (user, password)
+    return TokenRequest(
+        realm.method, realm.url, params, headers, body, realm.content_type, auth, realm.timeout
+    )
+
+
+def _find(path: str, document):
+    """Values a JSONPath finds in a document (empty list when none)."""
+    if not path:
+        return []
+    return [match.value for match in compile_jsonpath(path).find(document)]
+
+
+def _first(paths, document):
+    if not isinstance(document, (dict, list)):
+        return None
+    for path in paths:
+        found = _find(path, document)
+        if found and found[0] not in (None, ""):
+            return found[0]
+    return None
+
+
+def _same(found, expected) -> bool:
+    # Providers disagree on 0 versus "0": compare the JSON text as well.
+    return (
+        found == expected
+        or json.dumps(found) == json.dumps(expected)
+        or str(found) == str(expected)
+    )
+
+
+def _scrub(text: str, secret: Secret) -> str:
+    """Cut secret values out of upstream text (some upstreams echo what they got)."""
+    for value in secret.values().values():
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text[:300]
+
+
+class _Reader:
+    """Reads one realm's answer: success conditions, token, lifetime, errors."""
+
+    def __init__(self, realm: Realm, secret: Secret):
+        self.realm = realm
+        self.secret = secret
+        if realm.kind == Realm.Kind.CODE:
+            self.token_path, self.expires_in_path, self.unit = "token", "expires_in", "s"
+            self.conditions = []
+        else:
+            self.token_path = realm.token_path
+            self.expires_in_path = realm.expires_in_path
+            self.unit = realm.expires_in_unit
+            self.conditions = realm.success_conditions or []
+
+    def error_fields(self, document) -> tuple[str, str]:
+        code_paths = (
+            [self.realm.error_code_path] if self.realm.error_code_path else ERROR_CODE_FIELDS
+        )
+        message_paths = (
+            [self.realm.error_message_path]
+            if self.realm.error_message_path
+            else ERROR_MESSAGE_FIELDS
+        )
+        code = _first(code_paths, document)
+        message = _first(message_paths, document)
+        code_text = "" if code is None else _scrub(str(code), self.secret)[:100]
+        message_text = "" if message is None else _scrub(str(message), self.secret)
+        return code_text, message_text
+
+    def failure(self, outcome, reason, status, document=None, duration_ms=0) -> UpstreamFailure:
+        code, message = self.error_fields(document) if document is not None else ("", "")
+        detail = f"upstream answered HTTP {status}"
+        if code:
+            detail += f" with {code_label(self.realm, document)} {code}"
+        if message:
+            detail += f": {message}"
+        if reason:
+            detail += f" ({reason})"
+        return UpstreamFailure(
+            outcome,
+            detail,
+            http_status=status,
+            error_code=code,
+            error_message=message,
+            duration_ms=duration_ms,
+        )
+
+
+def code_label(realm: Realm, document) -> str:
+    """How the answer names its error code (errcode, code, error), for messages."""
+    if realm.error_code_path:
+        return realm.error_code_path
+    if isinstance(document, dict):
+        for name in ERROR_CODE_FIELDS:
+            if document.get(name) not in (None, ""):
+                return name
+    return "error"
+
+
+def _read_body(response: requests.Response) -> bytes:
+    body = b""
+    for chunk in response.iter_content(chunk_size=65536):
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ValueError("answer larger than 1 MB")
+    return body
+
+
+def fetch(realm: Realm, secret: Secret) -> Fetched:
+    """
+    Ask the upstream for a token for `secret`. Raises UpstreamFailure with an
+    outcome of upstream_error, invalid_response, timeout or unreachable.
+    """
+    request = build_request(realm, secret)
+    reader = _Reader(realm, secret)
+    host = urlsplit(request.url).hostname or "upstream"
+    started = time.monotonic()
+
+    def elapsed_ms():
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        response = _session().request(
+            request.method,
+            request.url,
+            params=request.params or None,
+            headers=request.headers or None,
+            json=request.body if request.body and request.content_type == "json" else None,
+            data=request.body if request.body and request.content_type == "form" else None,
+            auth=request.auth,
+            timeout=(request.timeout, request.timeout),
+            allow_redirects=False,  # a redirect would carry credentials elsewhere
+            stream=True,
+        )
+        with response:
+            raw = _read_body(response)
+    except requests.Timeout:
+        raise UpstreamFailure(
+            "timeout",
+            f"upstream {host} did not answer within {request.timeout:g} s",
+            duration_ms=elapsed_ms(),
+        ) from None
+    except requests.RequestException as exc:
+        # str(exc) can hold the URL with its query string: name the kind only.
+        raise UpstreamFailure(
+            "unreachable",
+            f"upstream {host} is unreachable ({type(exc).__name__})",
+            duration_ms=elapsed_ms(),
+        ) from None
+    except ValueError as exc:
+        raise UpstreamFailure(
+            "invalid_response", f"upstream {host}: {exc}", duration_ms=elapsed_ms()
+        ) from None
+
+    duration_ms = elapsed_ms()
+    status = response.status_code
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+
+    if not 200 <= status < 300:
+        reason = "" if document is not None else "body is not JSON"
+        raise reader.failure("upstream_error", reason, status, document, duration_ms)
+    if document is None:
+        raise reader.failure("invalid_response", "body is not JSON", status, None, duration_ms)
+
+    for path, expected in reader.conditions:
+        found = _find(path, document)
+        if not any(_same(value, expected) for value in found):
+            reason = f"success condition {path} == {json.dumps(expected)} does not hold"
+            raise reader.failure("upstream_error", reason, status, document, duration_ms)
+
+    tokens = _find(reader.token_path, document)
+    token = tokens[0] if tokens else None
+    if isinstance(token, (int, float)) and not isinstance(token, bool):
+        token = str(token)
+    if not isinstance(token, str) or not token:
+        code, message = reader.error_fields(document)
+        if code or message:
+            # The usual shape of a refusal inside HTTP 200 (WeChat's errcode).
+            raise reader.failure("upstream_error", "", status, document, duration_ms)
+        reason = f"token_path {reader.token_path} found no token"
+        raise reader.failure("invalid_response", reason, status, document, duration_ms)
+
+    if not reader.expires_in_path:
+        lifetime = float(realm.default_ttl)
+    else:
+        found = _find(reader.expires_in_path, document)
+        try:
+            lifetime = float(found[0])
+        except (IndexError, TypeError, ValueError):
+            reason = f"expires_in_path {reader.expires_in_path} found no number"
+            raise reader.failure(
+                "invalid_response", reason, status, document, duration_ms
+            ) from None
+        if reader.unit == Realm.ExpiresInUnit.MILLISECONDS:
+            lifetime /= 1000
+        if lifetime <= 0:
+            reason = f"lifetime {found[0]} is not positive"
+            raise reader.failure("invalid_response", reason, status, document, duration_ms)
+    return Fetched(token=token, lifetime=lifetime, http_status=status, duration_ms=duration_ms)

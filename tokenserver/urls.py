@@ -1,0 +1,29 @@
+"""URL routes: the API under /api/, the operator console under /admin/."""
+
+from django.contrib import admin
+from django.urls import path
+from django.views import defaults
+
+from realms.api import RealmDetailView, RealmListView
+from secret_store.api import SecretDetailView, SecretListView
+from tokens.api import TokenView
+from tokenserver.errors import json_or_default
+
+admin.site.site_header = "tokenserver console"
+admin.site.site_title = "tokenserver"
+admin.site.index_title = "Providers, credentials and tokens"
+
+urlpatterns = [
+    path("api/realm", RealmListView.as_view(), name="realm-list"),
+    path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
+    path("api/secret", SecretListView.as_view(), name="secret-list"),
+    path("api/secret/<str:realm_id>/<str:key>", SecretDetailView.as_view(), name="secret-detail"),
+    path("api/token", TokenView.as_view(), name="token"),
+    path("admin/", admin.site.urls),
+]
+
+# JSON errors under /api/ even for what never reaches a view.
+handler400 = json_or_default(defaults.bad_request, 400, "bad_request", "Bad request.")
+handler403 = json_or_default(defaults.permission_denied, 403, "permission_denied", "Forbidden.")
+handler404 = json_or_default(defaults.page_not_found, 404, "not_found", "No such endpoint.")
+handler500 = json_or_default(defaults.server_error, 500, "server_error", "Internal error.")
