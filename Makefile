@@ -43,8 +43,9 @@ run: migrate
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+# Tests keep their cache entries under their own prefix (Redis is shared).
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	CACHE_KEY_PREFIX=tokenserver-test $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,7 @@ def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[R
         fresh = Realm(id=realm_id)
         if realm is not None:
             fresh.created_at = realm.created_at
+            fresh._state.adding = False  # replacing a row, not adding one
         realm = fresh
     config = data.get("config") or {}
     for name in CONFIG_FIELDS:

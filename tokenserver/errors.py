@@ -86,6 +86,8 @@ def _flatten(detail, prefix=""):
         for name, inner in detail.items():
             if name in ("non_field_errors", "__all__"):
                 path = prefix
+            elif isinstance(name, int):  # an item of a list
+                path = f"{prefix}[{name}]"
             else:
                 path = f"{prefix}.{name}" if prefix else name
             flat.update(_flatten(inner, path))

@@ -182,9 +182,10 @@ STORAGES = {
 
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {
+    # Basic first: its WWW-Authenticate header makes a refusal a 401, not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -1,0 +1,179 @@
+"""
+Single-flight under real concurrency: many threads, and several server
+processes, ask at once for a token nobody has yet; the upstream sees one call.
+
+These tests commit their data (transaction=True) because the threads and the
+gunicorn workers use their own database connections. They run on whichever
+configuration the suite runs on: SQLite + local-memory cache + database lock,
+or MariaDB + Redis + Redis lock.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection, connections
+from rest_framework.test import APIClient
+
+from conftest import numbered_tokens
+from tokens.models import FetchLog
+from tokens.services import token_get
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def run_at_once(count, function):
+    """Run `function` in `count` threads released together; return results or exceptions."""
+    barrier = threading.Barrier(count)
+
+    def worker(_):
+        barrier.wait()
+        try:
+            return function()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            return exc
+        finally:
+            connections.close_all()  # this thread's connections
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(worker, range(count)))
+
+
+def test_50_threads_on_a_cold_token_cause_one_upstream_call(upstream, wechat_secret):
+    # A slow upstream keeps the window open: every thread arrives while the
+    # first one is still fetching.
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.3))
+
+    results = run_at_once(50, lambda: token_get("wxgzh", "wxgzh_secret"))
+
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert errors == []
+    assert {r.token for r in results} == {"TOKEN-1"}
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+    assert FetchLog.objects.count() == 1
+    # One request went upstream; the others got the token it brought.
+    assert [r.source for r in results].count("upstream") == 1
+
+
+def test_50_concurrent_flushes_share_one_upstream_call(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.3))
+    token_get("wxgzh", "wxgzh_secret")  # TOKEN-1, now cached
+
+    results = run_at_once(50, lambda: token_get("wxgzh", "wxgzh_secret", flush=True))
+
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert {r.token for r in results} == {"TOKEN-2"}
+    assert len(upstream.calls("/cgi-bin/token")) == 2
+
+
+# --- Several processes: gunicorn -------------------------------------------------
+
+
+def _database_url() -> str:
+    """The test database, as a DATABASE_URL a child process can use."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"mysql://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server():
+    """tokenserver in gunicorn: 4 worker processes × 25 threads, on the test database."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "TOKENSERVER_ENCRYPTION_KEYS": ",".join(settings.TOKENSERVER_ENCRYPTION_KEYS),
+        "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
+        "TOKENSERVER_LOCK_BACKEND": settings.TOKENSERVER_LOCK_BACKEND,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "TOKENSERVER_ENV_FILE": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "tokenserver.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "4",
+            "--threads",
+            "25",
+            "--worker-class",
+            "gthread",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{base}/api/token", timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("gunicorn did not start within 30 s")
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_4_processes_x_25_threads_cause_one_upstream_call(
+    upstream, wechat_secret, staff_user, gunicorn_server
+):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    # The staff user's session, shared by all the client threads.
+    client = APIClient()
+    client.force_login(staff_user)
+    cookies = {"sessionid": client.cookies["sessionid"].value}
+    url = f"{gunicorn_server}/api/token?realm=wxgzh&key=wxgzh_secret"
+    # Warm every worker's connections first, so the race below is about the
+    # token and not about start-up.
+    for _ in range(8):
+        requests.get(f"{gunicorn_server}/api/realm/wxgzh", cookies=cookies, timeout=10)
+
+    def ask():
+        response = requests.get(url, cookies=cookies, timeout=30)
+        return response.status_code, response.json()
+
+    results = run_at_once(100, ask)
+
+    failures = [r for r in results if isinstance(r, Exception) or r[0] != 200]
+    assert failures == []
+    assert {body["token"] for _, body in results} == {"TOKEN-1"}
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+    assert FetchLog.objects.filter(outcome="ok").count() == 1
