@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from realms.models import Argument, Realm
 
@@ -15,6 +16,7 @@ class RealmAdmin(admin.ModelAdmin):
     list_filter = ("kind", "method")
     search_fields = ("id", "comment", "url")
     inlines = [ArgumentInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("id", "kind", "comment")}),

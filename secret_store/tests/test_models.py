@@ -6,8 +6,8 @@ from django.db import connection
 
 from conftest import SecretFactory
 from secret_store.models import Secret
-from tokenserver import crypto
 from tokens.models import CachedToken
+from tokenserver import crypto
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,287 @@
+"""tokens.upstream: building the request from templates, reading the answer, each error."""
+
+import base64
+import json
+
+import pytest
+
+from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tokens.upstream import UpstreamFailure, build_request, fetch
+
+pytestmark = pytest.mark.django_db
+
+
+def realm_with(upstream, arguments=(), **fields):
+    realm = RealmFactory(url=upstream.url(), **fields)
+    for order, (place, name, value) in enumerate(arguments):
+        ArgumentFactory(realm=realm, place=place, name=name, value=value, order=order)
+    return realm
+
+
+@pytest.fixture
+def secret_values():
+    return {"key_1": "client-id", "key_2": "client-secret-value", "key_3": "scope-a"}
+
+
+def test_arguments_go_to_query_headers_and_json_body(upstream, secret_values):
+    realm = realm_with(
+        upstream,
+        [
+            ("url", "appid", "$key_1"),
+            ("header", "Authorization", "Bearer ${key_2}"),
+            ("body", "scope", "$key_3"),
+            ("body", "literal", "fixed value with $$ sign"),
+        ],
+        method="POST",
+        content_type="json",
+    )
+    secret = SecretFactory(realm=realm, **secret_values)
+    upstream.reply("/token", {"access_token": "T", "expires_in": 60})
+
+    fetch(realm, secret)
+
+    call = upstream.calls()[0]
+    assert call["method"] == "POST"
+    assert call["query"] == {"appid": "client-id"}
+    assert call["headers"]["Authorization"] == "Bearer client-secret-value"
+    assert json.loads(call["body"]) == {"scope": "scope-a", "literal": "fixed value with $ sign"}
+
+
+def test_form_body_and_basic_auth(upstream, secret_values):
+    realm = realm_with(
+        upstream,
+        [("basic", "", "${key_1}:${key_2}"), ("body", "grant_type", "client_credentials")],
+        method="POST",
+        content_type="form",
+    )
+    secret = SecretFactory(realm=realm, **secret_values)
+    upstream.reply("/token", {"access_token": "T", "expires_in": 60})
+
+    fetch(realm, secret)
+
+    call = upstream.calls()[0]
+    assert call["body"] == b"grant_type=client_credentials"
+    assert call["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    expected = base64.b64encode(b"client-id:client-secret-value").decode()
+    assert call["headers"]["Authorization"] == f"Basic {expected}"
+
+
+def test_query_arguments_join_a_query_already_in_the_url(upstream):
+    realm = RealmFactory(url=upstream.url("/token") + "?version=2")
+    ArgumentFactory(realm=realm, place="url", name="appid", value="$key_1")
+    secret = SecretFactory(realm=realm, key_1="abc")
+    upstream.reply("/token", {"access_token": "T", "expires_in": 60})
+
+    fetch(realm, secret)
+
+    assert upstream.calls()[0]["query"] == {"version": "2", "appid": "abc"}
+
+
+def test_unset_value_renders_empty(upstream):
+    realm = realm_with(upstream, [("url", "scope", "$key_4")])
+    secret = SecretFactory(realm=realm)
+
+    request = build_request(realm, secret)
+
+    assert request.params == {"scope": ""}
+
+
+@pytest.mark.parametrize(
+    ("answer", "token_path", "expires_in_path", "unit", "lifetime"),
+    [
+        ({"access_token": "T", "expires_in": 7200}, "access_token", "expires_in", "s", 7200),
+        ({"data": {"token": "T", "ttl": 5000}}, "$.data.token", "data.ttl", "ms", 5),
+        (
+            {"tenant_access_token": "T", "expire": "7140"},
+            "tenant_access_token",
+            "expire",
+            "s",
+            7140,
+        ),
+        ({"list": [{"t": "T"}]}, "$.list[0].t", "", "s", 1234),  # no lifetime: default_ttl
+    ],
+)
+def test_jsonpath_extraction(upstream, answer, token_path, expires_in_path, unit, lifetime):
+    realm = realm_with(
+        upstream,
+        token_path=token_path,
+        expires_in_path=expires_in_path,
+        expires_in_unit=unit,
+        default_ttl=1234,
+    )
+    upstream.reply("/token", answer)
+
+    fetched = fetch(realm, SecretFactory(realm=realm))
+
+    assert fetched.token == "T"
+    assert fetched.lifetime == lifetime
+    assert fetched.http_status == 200
+
+
+def test_success_conditions_must_all_hold(upstream):
+    realm = realm_with(upstream, success_conditions=[["code", 0], ["$.ok", True]])
+    upstream.reply("/token", {"code": 99, "msg": "app not found", "ok": True, "access_token": "T"})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    failure = raised.value
+    assert failure.outcome == "upstream_error"
+    assert failure.detail == (
+        "upstream answered HTTP 200 with code 99: app not found "
+        "(success condition code == 0 does not hold)"
+    )
+    assert (failure.error_code, failure.error_message) == ("99", "app not found")
+
+
+def test_success_condition_holding_lets_the_token_through(upstream):
+    realm = realm_with(upstream, success_conditions=[["errcode", 0]])
+    upstream.reply(
+        "/token", {"errcode": 0, "errmsg": "ok", "access_token": "T", "expires_in": 7200}
+    )
+
+    assert fetch(realm, SecretFactory(realm=realm)).token == "T"
+
+
+def test_wechat_error_inside_http_200(upstream):
+    realm = realm_with(upstream)
+    upstream.reply("/token", {"errcode": 40013, "errmsg": "invalid appid"})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "upstream_error"
+    assert raised.value.http_status == 200
+    assert raised.value.detail == "upstream answered HTTP 200 with errcode 40013: invalid appid"
+
+
+def test_non_2xx_status(upstream):
+    realm = realm_with(upstream)
+    upstream.reply(
+        "/token",
+        {"error": "invalid_client", "error_description": "bad credentials"},
+        status=401,
+    )
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "upstream_error"
+    assert raised.value.http_status == 401
+    assert (
+        raised.value.detail
+        == "upstream answered HTTP 401 with error invalid_client: bad credentials"
+    )
+
+
+def test_non_2xx_without_json(upstream):
+    realm = realm_with(upstream)
+    upstream.reply("/token", b"<html>bad gateway</html>", status=502)
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.detail == "upstream answered HTTP 502 (body is not JSON)"
+
+
+def test_body_that_is_not_json(upstream):
+    realm = realm_with(upstream)
+    upstream.reply("/token", b"access_token=T&expires_in=7200")
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+    assert raised.value.detail == "upstream answered HTTP 200 (body is not JSON)"
+
+
+def test_missing_token(upstream):
+    realm = realm_with(upstream, token_path="$.data.token")
+    upstream.reply("/token", {"data": {}})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+    assert "token_path $.data.token found no token" in raised.value.detail
+
+
+@pytest.mark.parametrize("expires_in", [None, "soon", 0, -5])
+def test_missing_or_bad_lifetime(upstream, expires_in):
+    realm = realm_with(upstream)
+    answer = {"access_token": "T"}
+    if expires_in is not None:
+        answer["expires_in"] = expires_in
+    upstream.reply("/token", answer)
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+
+
+def test_redirect_is_not_followed(upstream):
+    realm = realm_with(upstream)
+    upstream.reply("/token", {"location": "elsewhere"}, status=302)
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.http_status == 302
+    assert len(upstream.requests) == 1
+
+
+def test_timeout(upstream):
+    realm = realm_with(upstream, timeout=0.2)
+    upstream.reply("/token", {"access_token": "T", "expires_in": 60}, delay=1)
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "timeout"
+    assert raised.value.detail == "upstream 127.0.0.1 did not answer within 0.2 s"
+
+
+def test_unreachable_never_names_the_url_or_query():
+    realm = RealmFactory(url="http://127.0.0.1:9/token")
+    ArgumentFactory(realm=realm, name="secret", value="$key_2")
+    secret = SecretFactory(realm=realm, key_2="super-secret-in-the-query")
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, secret)
+
+    assert raised.value.outcome == "unreachable"
+    assert "super-secret" not in raised.value.detail
+    assert "/token" not in raised.value.detail
+
+
+def test_upstream_echoing_a_secret_is_scrubbed(upstream):
+    realm = realm_with(upstream, [("url", "secret", "$key_2")])
+    secret = SecretFactory(realm=realm, key_2="s3cr3t-value-123")
+    upstream.reply("/token", {"errcode": 40125, "errmsg": "invalid appsecret s3cr3t-value-123"})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, secret)
+
+    assert "s3cr3t-value-123" not in raised.value.detail
+    assert "s3cr3t-value-123" not in raised.value.error_message
+    assert raised.value.error_message == "invalid appsecret ***"
+
+
+def test_code_realm_posts_the_values_to_the_operators_function(upstream):
+    realm = RealmFactory(kind="code", url="", code_url=upstream.url("/fn"))
+    secret = SecretFactory(realm=realm, key="app", key_1="one", key_2="two")
+    upstream.reply("/fn", {"token": "FROM-CODE", "expires_in": 600})
+
+    fetched = fetch(realm, secret)
+
+    assert (fetched.token, fetched.lifetime) == ("FROM-CODE", 600)
+    assert json.loads(upstream.calls("/fn")[0]["body"]) == {
+        "realm": realm.id,
+        "key": "app",
+        "key_1": "one",
+        "key_2": "two",
+        "key_3": "",
+        "key_4": "",
+        "key_5": "",
+    }
