@@ -10,7 +10,7 @@ MAX_PAGE_SIZE = 100
 class PageQuerySerializer(serializers.Serializer):
     """The seed's paging parameters: `page` (from 1) and `pageSize`."""
 
-    page = serializers.IntegerField(min_value=1, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)
     pageSize = serializers.IntegerField(min_value=1, default=10)  # noqa: N815 - the seed's name
 
 
