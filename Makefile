@@ -47,6 +47,10 @@ run: migrate
 test: setup
 	CACHE_KEY_PREFIX=tokenserver-test $(PY) -m pytest $(PYTEST_ARGS)
 
+# Token path throughput, latency and memory (see bench/token_bench.py --help).
+bench: setup
+	$(PY) bench/token_bench.py $(BENCH_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 

@@ -96,7 +96,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn_server():
+def gunicorn_server(tmp_path):
     """tokenserver in gunicorn: 4 worker processes × 25 threads, on the test database."""
     port = _free_port()
     env = {
@@ -112,6 +112,7 @@ def gunicorn_server():
     }
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
+    log = (tmp_path / "gunicorn.log").open("w+")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -129,8 +130,8 @@ def gunicorn_server():
         ],
         cwd=BASE_DIR,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -140,7 +141,8 @@ def gunicorn_server():
             break
         except requests.ConnectionError:
             if process.poll() is not None:
-                pytest.fail(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                pytest.fail(f"gunicorn exited: {log.read()[-2000:]}")
             time.sleep(0.2)
     else:
         process.kill()
@@ -151,6 +153,7 @@ def gunicorn_server():
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+    log.close()
 
 
 def test_4_processes_x_25_threads_cause_one_upstream_call(
