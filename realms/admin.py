@@ -1,7 +1,32 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from realms.models import Argument, Realm
+from realms.presets import presets, realm_from_preset
+from tokenserver.errors import ServiceError
+
+
+class PresetForm(forms.Form):
+    """Add a realm from a preset: which provider, and the realm's id."""
+
+    preset = forms.ChoiceField()
+    realm_id = forms.SlugField(
+        label="Realm id",
+        max_length=50,
+        required=False,
+        help_text="What apps will name the realm; blank: the preset's name.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["preset"].choices = [
+            (name, f"{preset['title']} ({name})") for name, preset in sorted(presets().items())
+        ]
 
 
 class ArgumentInline(admin.TabularInline):
@@ -28,6 +53,7 @@ class RealmAdmin(admin.ModelAdmin):
                     "token_path",
                     "expires_in_path",
                     "expires_in_unit",
+                    "expires_at_path",
                     "default_ttl",
                     "success_conditions",
                     "error_code_path",
@@ -42,3 +68,41 @@ class RealmAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The id is the primary key apps use: fixed once created.
         return (*self.readonly_fields, "id") if obj else self.readonly_fields
+
+    def get_urls(self):
+        own = [
+            path(
+                "add-from-preset/",
+                self.admin_site.admin_view(self.add_from_preset),
+                name="realms_realm_add_from_preset",
+            )
+        ]
+        return own + super().get_urls()
+
+    def add_from_preset(self, request):
+        """The console's "Add realm from preset" page."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PresetForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            name, realm_id = form.cleaned_data["preset"], form.cleaned_data["realm_id"] or None
+            try:
+                realm = realm_from_preset(name, realm_id)
+            except (ServiceError, ValidationError) as error:
+                form.add_error(None, getattr(error, "detail", None) or "; ".join(error.messages))
+            else:
+                values = ", ".join(f"{k} = {v}" for k, v in presets()[name]["values"].items())
+                self.message_user(
+                    request,
+                    f"Realm {realm.id} created from preset {name}. Its secrets take: {values}.",
+                    messages.SUCCESS,
+                )
+                return redirect(reverse("admin:realms_realm_change", args=[realm.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add realm from preset",
+            "form": form,
+            "opts": self.model._meta,
+            "presets": sorted(presets().items()),
+        }
+        return TemplateResponse(request, "admin/realms/realm/add_from_preset.html", context)

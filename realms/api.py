@@ -43,6 +43,7 @@ class RealmConfigSerializer(serializers.Serializer):
     content_type = serializers.ChoiceField(choices=Realm.ContentType.choices, required=False)
     expires_in_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
     expires_in_unit = serializers.ChoiceField(choices=Realm.ExpiresInUnit.choices, required=False)
+    expires_at_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
     success_conditions = serializers.JSONField(required=False)
     error_code_path = serializers.CharField(max_length=255, allow_blank=True, required=False)
     error_message_path = serializers.CharField(max_length=255, allow_blank=True, required=False)

@@ -1,3 +1,5 @@
+import string
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -64,11 +66,19 @@ class Realm(models.Model):
     expires_in_unit = models.CharField(
         max_length=2, choices=ExpiresInUnit.choices, default=ExpiresInUnit.SECONDS
     )
+    expires_at_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_jsonpath],
+        help_text="JSONPath of an absolute expiry (epoch seconds or ISO 8601); "
+        "when set, it is used instead of expires_in_path.",
+    )
     success_conditions = models.JSONField(
         default=list,
         blank=True,
         validators=[validate_success_conditions],
-        help_text='All must hold, e.g. [["errcode", 0]].',
+        help_text='All must hold, e.g. [["errcode", 0]]. An expected list means any of '
+        'its values, and null matches a missing field: [["errcode", [0, null]]].',
     )
     error_code_path = models.CharField(
         max_length=255,
@@ -155,6 +165,19 @@ class Argument(models.Model):
 
     def __str__(self):
         return f"{self.place}:{self.name}"
+
+    def is_optional_for(self, values: dict) -> bool:
+        """
+        An argument that is one reference alone (`$key_3`) to a value the
+        secret does not set is left out of the request, rather than sent empty
+        (an optional OAuth2 `scope`, say).
+        """
+        names = string.Template(self.value).get_identifiers()
+        return (
+            len(names) == 1
+            and self.value.strip() in (f"${names[0]}", f"${{{names[0]}}}")
+            and not values.get(names[0])
+        )
 
     def clean(self):
         if self.place == self.Place.BASIC:

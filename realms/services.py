@@ -14,6 +14,7 @@ CONFIG_FIELDS = (
     "token_path",
     "expires_in_path",
     "expires_in_unit",
+    "expires_at_path",
     "success_conditions",
     "error_code_path",
     "error_message_path",

@@ -4,7 +4,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens.services import token_get
+from tokens.services import token_get, token_test_fetch
 from tokenserver.api import parse_query
 
 
@@ -34,3 +34,22 @@ class TokenView(APIView):
         # A token must not be kept by a browser or a proxy in between.
         response["Cache-Control"] = "no-store"
         return response
+
+
+class TestFetchSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=100)
+
+
+class TestFetchView(APIView):
+    """
+    `POST /api/realm/<id>/test` with `{"key": …}`: a real fetch for one secret,
+    stored like any other; answers what the upstream said and the token masked.
+    """
+
+    def post(self, request, realm_id):
+        serializer = TestFetchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        outcome = token_test_fetch(
+            realm_id, serializer.validated_data["key"], client=request.user.get_username()
+        )
+        return Response(outcome)

@@ -49,6 +49,8 @@ class TokenResult:
     token: str
     expires_at: float | None  # epoch seconds; None: a fixed token that never expires
     source: str  # cache | database | upstream | fixed
+    http_status: int | None = None  # of the upstream's answer, when source is upstream
+    lifetime: float | None = None  # granted, in seconds, when source is upstream
 
     def expires_in_ms(self, now: float | None = None) -> int | None:
         """The remaining lifetime in milliseconds, never more than what is really left."""
@@ -244,9 +246,15 @@ def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResul
             client=client,
         )
         logger.warning("fetch %s failed: %s", secret, failure.outcome)
+        context = {
+            "outcome": failure.outcome,
+            "http_status": failure.http_status,
+            "error_code": failure.error_code,
+            "error_message": failure.error_message,
+        }
         if failure.outcome in UNAVAILABLE_OUTCOMES:
-            raise UpstreamUnavailable(failure.detail, retry_after=5) from None
-        raise UpstreamError(failure.detail) from None
+            raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
+        raise UpstreamError(failure.detail, **context) from None
 
     now = time.time()
     expires_at = sent_at + fetched.lifetime
@@ -271,4 +279,45 @@ def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResul
         )
     _cache_put(secret, stored, now)
     logger.info("fetched %s (lifetime %ds)", secret, fetched.lifetime)
-    return TokenResult(fetched.token, expires_at, "upstream")
+    return TokenResult(
+        fetched.token,
+        expires_at,
+        "upstream",
+        http_status=fetched.http_status,
+        lifetime=fetched.lifetime,
+    )
+
+
+def mask_token(token: str) -> str:
+    """The first 6 characters and an ellipsis: enough to recognise, not to use."""
+    return f"{token[:6]}…" if len(token) > 6 else "…"
+
+
+def token_test_fetch(realm_id: str, key: str, *, client: str = "") -> dict:
+    """
+    An operator's test of a secret: a real fetch through the token path
+    (trigger admin). A real fetch invalidates the previous token at providers
+    such as WeChat, so its token is stored and served, not thrown away.
+    Returns what happened, with the token masked; raises NotFound and
+    SecretDisabled like token_get.
+    """
+    try:
+        result = token_get(realm_id, key, flush=True, trigger=FetchLog.Trigger.ADMIN, client=client)
+    except (UpstreamError, UpstreamUnavailable, LockWaitTimeout) as error:
+        return {
+            "ok": False,
+            "error": error.code,
+            "detail": error.detail,
+            "outcome": error.context.get("outcome", error.code),
+            "http_status": error.context.get("http_status"),
+            "error_code": error.context.get("error_code", ""),
+            "error_message": error.context.get("error_message", ""),
+        }
+    return {
+        "ok": True,
+        "source": result.source,
+        "http_status": result.http_status,
+        "lifetime": None if result.lifetime is None else int(result.lifetime),
+        "expires_in": result.expires_in_ms(),
+        "token": mask_token(result.token),
+    }

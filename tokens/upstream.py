@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -96,6 +97,8 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
 
     params, headers, body, auth = {}, {}, {}, None
     for argument in realm.arguments.all():
+        if argument.is_optional_for(values):
+            continue
         rendered = render_template(argument.value, values)
         if argument.place == Argument.Place.URL:
             params[argument.name] = rendered
@@ -152,11 +155,14 @@ class _Reader:
         self.realm = realm
         self.secret = secret
         if realm.kind == Realm.Kind.CODE:
+            # The operator's function answers {"token", "expires_in"} (seconds).
             self.token_path, self.expires_in_path, self.unit = "token", "expires_in", "s"
+            self.expires_at_path = ""
             self.conditions = []
         else:
             self.token_path = realm.token_path
             self.expires_in_path = realm.expires_in_path
+            self.expires_at_path = realm.expires_at_path
             self.unit = realm.expires_in_unit
             self.conditions = realm.success_conditions or []
 
@@ -174,6 +180,63 @@ class _Reader:
         code_text = "" if code is None else _scrub(str(code), self.secret)[:100]
         message_text = "" if message is None else _scrub(str(message), self.secret)
         return code_text, message_text
+
+    def check_conditions(self, document, status, duration_ms) -> None:
+        """
+        Every success condition must hold. A condition holds when the path finds
+        a value equal to the expected one; an expected list means any of its
+        values, and None (null) matches a missing field.
+        """
+        for path, expected in self.conditions:
+            alternatives = expected if isinstance(expected, list) else [expected]
+            found = _find(path, document) or [None]
+            if not any(_same(value, wanted) for value in found for wanted in alternatives):
+                reason = f"success condition {path} == {json.dumps(expected)} does not hold"
+                raise self.failure("upstream_error", reason, status, document, duration_ms)
+
+    def token(self, document, status, duration_ms) -> str:
+        tokens = _find(self.token_path, document)
+        token = tokens[0] if tokens else None
+        if isinstance(token, (int, float)) and not isinstance(token, bool):
+            token = str(token)
+        if isinstance(token, str) and token:
+            return token
+        code, message = self.error_fields(document)
+        if code or message:
+            # The usual shape of a refusal inside HTTP 200 (WeChat's errcode).
+            raise self.failure("upstream_error", "", status, document, duration_ms)
+        reason = f"token_path {self.token_path} found no token"
+        raise self.failure("invalid_response", reason, status, document, duration_ms)
+
+    def lifetime(self, document, status, duration_ms, sent_at) -> float:
+        """Seconds the token lives, counted from `sent_at` (when the request left)."""
+        if self.expires_at_path:
+            found = _find(self.expires_at_path, document)
+            try:
+                lifetime = _parse_moment(found[0]) - sent_at
+            except (IndexError, TypeError, ValueError):
+                reason = f"expires_at_path {self.expires_at_path} found no time"
+                raise self.failure(
+                    "invalid_response", reason, status, document, duration_ms
+                ) from None
+            if lifetime <= 0:
+                reason = f"expires_at {found[0]} is in the past"
+                raise self.failure("invalid_response", reason, status, document, duration_ms)
+            return lifetime
+        if not self.expires_in_path:
+            return float(self.realm.default_ttl)
+        found = _find(self.expires_in_path, document)
+        try:
+            lifetime = float(found[0])
+        except (IndexError, TypeError, ValueError):
+            reason = f"expires_in_path {self.expires_in_path} found no number"
+            raise self.failure("invalid_response", reason, status, document, duration_ms) from None
+        if self.unit == Realm.ExpiresInUnit.MILLISECONDS:
+            lifetime /= 1000
+        if lifetime <= 0:
+            reason = f"lifetime {found[0]} is not positive"
+            raise self.failure("invalid_response", reason, status, document, duration_ms)
+        return lifetime
 
     def failure(self, outcome, reason, status, document=None, duration_ms=0) -> UpstreamFailure:
         code, message = self.error_fields(document) if document is not None else ("", "")
@@ -214,6 +277,29 @@ def _read_body(response: requests.Response) -> bytes:
     return body
 
 
+def _parse_moment(value) -> float:
+    """An absolute expiry: epoch seconds (or milliseconds, when that large) or ISO 8601."""
+    if isinstance(value, bool):
+        raise ValueError("not a time")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value)):
+        number = float(value)
+        return number / 1000 if number > 100_000_000_000 else number
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    raise ValueError("not a time")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def fetch(realm: Realm, secret: Secret) -> Fetched:
     """
     Ask the upstream for a token for `secret`. Raises UpstreamFailure with an
@@ -222,6 +308,7 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
     request = build_request(realm, secret)
     reader = _Reader(realm, secret)
     host = urlsplit(request.url).hostname or "upstream"
+    sent_at = time.time()
     started = time.monotonic()
 
     def elapsed_ms():
@@ -273,38 +360,7 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
     if document is None:
         raise reader.failure("invalid_response", "body is not JSON", status, None, duration_ms)
 
-    for path, expected in reader.conditions:
-        found = _find(path, document)
-        if not any(_same(value, expected) for value in found):
-            reason = f"success condition {path} == {json.dumps(expected)} does not hold"
-            raise reader.failure("upstream_error", reason, status, document, duration_ms)
-
-    tokens = _find(reader.token_path, document)
-    token = tokens[0] if tokens else None
-    if isinstance(token, (int, float)) and not isinstance(token, bool):
-        token = str(token)
-    if not isinstance(token, str) or not token:
-        code, message = reader.error_fields(document)
-        if code or message:
-            # The usual shape of a refusal inside HTTP 200 (WeChat's errcode).
-            raise reader.failure("upstream_error", "", status, document, duration_ms)
-        reason = f"token_path {reader.token_path} found no token"
-        raise reader.failure("invalid_response", reason, status, document, duration_ms)
-
-    if not reader.expires_in_path:
-        lifetime = float(realm.default_ttl)
-    else:
-        found = _find(reader.expires_in_path, document)
-        try:
-            lifetime = float(found[0])
-        except (IndexError, TypeError, ValueError):
-            reason = f"expires_in_path {reader.expires_in_path} found no number"
-            raise reader.failure(
-                "invalid_response", reason, status, document, duration_ms
-            ) from None
-        if reader.unit == Realm.ExpiresInUnit.MILLISECONDS:
-            lifetime /= 1000
-        if lifetime <= 0:
-            reason = f"lifetime {found[0]} is not positive"
-            raise reader.failure("invalid_response", reason, status, document, duration_ms)
+    reader.check_conditions(document, status, duration_ms)
+    token = reader.token(document, status, duration_ms)
+    lifetime = reader.lifetime(document, status, duration_ms, sent_at)
     return Fetched(token=token, lifetime=lifetime, http_status=status, duration_ms=duration_ms)

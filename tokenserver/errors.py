@@ -23,10 +23,12 @@ class ServiceError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
     code = "bad_request"
 
-    def __init__(self, detail: str, *, retry_after: int | None = None):
+    def __init__(self, detail: str, *, retry_after: int | None = None, **context):
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+        #: Facts for callers that report more than the API body (the test fetch).
+        self.context = context
 
 
 class NotFound(ServiceError):

@@ -6,7 +6,7 @@ from django.views import defaults
 
 from realms.api import RealmDetailView, RealmListView
 from secret_store.api import SecretDetailView, SecretListView
-from tokens.api import TokenView
+from tokens.api import TestFetchView, TokenView
 from tokenserver.errors import json_or_default
 
 admin.site.site_header = "tokenserver console"
@@ -16,6 +16,7 @@ admin.site.index_title = "Providers, credentials and tokens"
 urlpatterns = [
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
+    path("api/realm/<str:realm_id>/test", TestFetchView.as_view(), name="realm-test"),
     path("api/secret", SecretListView.as_view(), name="secret-list"),
     path("api/secret/<str:realm_id>/<str:key>", SecretDetailView.as_view(), name="secret-detail"),
     path("api/token", TokenView.as_view(), name="token"),

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -77,13 +79,24 @@ def test_query_arguments_join_a_query_already_in_the_url(upstream):
     assert upstream.calls()[0]["query"] == {"version": "2", "appid": "abc"}
 
 
-def test_unset_value_renders_empty(upstream):
-    realm = realm_with(upstream, [("url", "scope", "$key_4")])
+def test_argument_of_an_unset_value_alone_is_left_out(upstream):
+    # An optional OAuth2 scope: not sent at all when the secret has none.
+    realm = realm_with(
+        upstream,
+        [("url", "scope", "$key_4"), ("url", "also", "${key_5}"), ("url", "prefix", "p-${key_4}")],
+    )
     secret = SecretFactory(realm=realm)
 
     request = build_request(realm, secret)
 
-    assert request.params == {"scope": ""}
+    assert request.params == {"prefix": "p-"}
+
+
+def test_argument_of_a_set_value_is_sent(upstream):
+    realm = realm_with(upstream, [("url", "scope", "$key_4")])
+    secret = SecretFactory(realm=realm, key_4="read")
+
+    assert build_request(realm, secret).params == {"scope": "read"}
 
 
 @pytest.mark.parametrize(
@@ -285,3 +298,124 @@ def test_code_realm_posts_the_values_to_the_operators_function(upstream):
         "key_4": "",
         "key_5": "",
     }
+
+
+# --- Absolute expiry (issue 3) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    [
+        lambda now: now + 3600,  # epoch seconds
+        lambda now: str(int(now + 3600)),  # as text
+        lambda now: int((now + 3600) * 1000),  # epoch milliseconds
+        lambda now: datetime.fromtimestamp(now + 3600, tz=UTC).isoformat(),
+        lambda now: datetime.fromtimestamp(now + 3600, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ],
+    ids=["epoch", "epoch-text", "epoch-ms", "iso-offset", "iso-z"],
+)
+def test_expires_at_path_gives_the_lifetime(upstream, expires_at):
+    realm = realm_with(upstream, expires_at_path="$.data.expires_at")
+    upstream.reply("/token", {"access_token": "T", "data": {"expires_at": expires_at(time.time())}})
+
+    fetched = fetch(realm, SecretFactory(realm=realm))
+
+    assert 3590 < fetched.lifetime <= 3600
+
+
+def test_expires_at_in_the_past_is_refused(upstream):
+    realm = realm_with(upstream, expires_at_path="expires_at")
+    upstream.reply("/token", {"access_token": "T", "expires_at": "2001-01-01T00:00:00Z"})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+    assert "expires_at 2001-01-01T00:00:00Z is in the past" in raised.value.detail
+
+
+@pytest.mark.parametrize("value", ["next tuesday", None, True, {"a": 1}])
+def test_expires_at_that_is_not_a_time_is_refused(upstream, value):
+    realm = realm_with(upstream, expires_at_path="expires_at")
+    upstream.reply("/token", {"access_token": "T", "expires_at": value})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert "expires_at_path expires_at found no time" in raised.value.detail
+
+
+def test_path_that_compiles_but_finds_nothing_is_named(upstream):
+    realm = realm_with(upstream, expires_in_path="$.data.ttl")
+    upstream.reply("/token", {"access_token": "T", "expires_in": 7200})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.detail == (
+        "upstream answered HTTP 200 (expires_in_path $.data.ttl found no number)"
+    )
+
+
+# --- Success conditions with alternatives ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok"),
+    [
+        ({"access_token": "T", "expires_in": 60}, True),  # no errcode at all
+        ({"errcode": 0, "access_token": "T", "expires_in": 60}, True),
+        ({"errcode": "0", "access_token": "T", "expires_in": 60}, True),
+        ({"errcode": 40001, "access_token": "T", "expires_in": 60}, False),
+    ],
+)
+def test_condition_any_of_with_null_for_missing(upstream, answer, ok):
+    realm = realm_with(upstream, success_conditions=[["errcode", [0, None]]])
+    upstream.reply("/token", answer)
+
+    if ok:
+        assert fetch(realm, SecretFactory(realm=realm)).token == "T"
+    else:
+        with pytest.raises(UpstreamFailure):
+            fetch(realm, SecretFactory(realm=realm))
+
+
+def test_error_message_path_builds_the_detail(upstream):
+    realm = realm_with(
+        upstream,
+        success_conditions=[["$.status.ok", True]],
+        error_code_path="$.status.reason",
+        error_message_path="$.status.text",
+    )
+    upstream.reply("/token", {"status": {"ok": False, "reason": "E42", "text": "app frozen"}})
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.detail.startswith(
+        "upstream answered HTTP 200 with $.status.reason E42: app frozen"
+    )
+
+
+# --- Kind code: garbage answers -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"<html>oops</html>", "body is not JSON"),
+        ({"tok": "x"}, "token_path token found no token"),
+        ({"token": "x"}, "expires_in_path expires_in found no number"),
+        ({"token": "x", "expires_in": "soon"}, "expires_in_path expires_in found no number"),
+        ([1, 2, 3], "token_path token found no token"),
+    ],
+)
+def test_code_url_answering_garbage(upstream, answer, reason):
+    realm = RealmFactory(kind="code", url="", code_url=upstream.url("/fn"))
+    upstream.reply("/fn", answer)
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+    assert reason in raised.value.detail
