@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -66,6 +67,16 @@ class Secret(models.Model):
     def credentials_changed(self) -> bool:
         """Whether the values differ from what was loaded (always true when new)."""
         return getattr(self, "_loaded_values", None) != self.credential_values()
+
+    def clean(self):
+        # A fixed token that is already expired is a mistake at save time;
+        # one that expires later is merely stale, so only new values are checked.
+        if (
+            self.token_expires_at is not None
+            and self.token_expires_at <= timezone.now()
+            and self.credentials_changed()
+        ):
+            raise ValidationError({"token_expires_at": "This time is in the past."})
 
     def fixed_token_is_valid(self, now=None) -> bool:
         now = now or timezone.now()

@@ -179,3 +179,17 @@ def test_malformed_json_is_a_400(api, realm):
 
     assert response.status_code == 400
     assert json.loads(response.content)["error"] == "malformed_request"
+
+
+def test_fixed_token_expiry_in_the_past_is_a_400(api):
+    RealmFactory(id="static", kind="fixed", url="")
+
+    response = api.post(
+        "/api/secret",
+        {"realm": "static", "key": "app", "token": "T", "token_expires_at": "2001-01-01T00:00:00Z"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "token_expires_at" in response.json()["fields"]
+    assert not Secret.objects.exists()
