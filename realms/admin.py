@@ -61,7 +61,19 @@ class RealmAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Refresh", {"fields": ("refresh_margin", "max_concurrency")}),
+        ("Refresh", {"fields": ("refresh_margin", "min_flush_interval")}),
+        (
+            "Protecting the upstream",
+            {
+                "fields": (
+                    "max_concurrency",
+                    "max_retries",
+                    "rate_limit_codes",
+                    "breaker_threshold",
+                    "breaker_cooldown",
+                )
+            },
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 

@@ -52,6 +52,11 @@ class RealmConfigSerializer(serializers.Serializer):
     max_concurrency = serializers.IntegerField(required=False)
     refresh_margin = serializers.IntegerField(required=False)
     default_ttl = serializers.IntegerField(required=False)
+    min_flush_interval = serializers.IntegerField(required=False)
+    max_retries = serializers.IntegerField(required=False)
+    rate_limit_codes = serializers.JSONField(required=False)
+    breaker_threshold = serializers.IntegerField(required=False)
+    breaker_cooldown = serializers.IntegerField(required=False)
 
 
 class RealmWriteSerializer(serializers.Serializer):

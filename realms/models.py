@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from realms.validators import (
+    validate_code_list,
     validate_http_url,
     validate_jsonpath,
     validate_success_conditions,
@@ -107,6 +108,35 @@ class Realm(models.Model):
         default=4,
         validators=[MinValueValidator(1)],
         help_text="Upstream calls in flight at once for this realm.",
+    )
+    min_flush_interval = models.PositiveIntegerField(
+        default=30,
+        help_text="Seconds after a fetch during which flush=true returns the token just "
+        "fetched instead of fetching again (protects quotas such as WeChat's).",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MaxValueValidator(10)],
+        help_text="Retries of a call that failed on the network or with HTTP 5xx "
+        "(never on 4xx or an upstream error code), with exponential backoff and jitter.",
+    )
+    rate_limit_codes = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_code_list],
+        help_text="Upstream error codes that mean 'too many calls' (WeChat: [45009, 45011]); "
+        "like HTTP 429, they make the realm back off.",
+    )
+    breaker_threshold = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive failures (network, timeout, HTTP 5xx, unreadable answers) "
+        "after which the realm's upstream is not called for breaker_cooldown seconds.",
+    )
+    breaker_cooldown = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds the circuit breaker stays open.",
     )
     refresh_margin = models.PositiveIntegerField(
         default=300,

@@ -23,6 +23,11 @@ CONFIG_FIELDS = (
     "max_concurrency",
     "refresh_margin",
     "default_ttl",
+    "min_flush_interval",
+    "max_retries",
+    "rate_limit_codes",
+    "breaker_threshold",
+    "breaker_cooldown",
 )
 
 #: Fields at the top level of the API's realm object.

@@ -93,3 +93,13 @@ def validate_success_conditions(conditions) -> None:
                 params={"position": position},
             )
         validate_jsonpath(condition[0])
+
+
+def validate_code_list(codes) -> None:
+    """A list of upstream error codes (numbers or strings)."""
+    if not isinstance(codes, list) or not all(
+        isinstance(code, (int, str)) and not isinstance(code, bool) for code in codes
+    ):
+        raise ValidationError(
+            "Give a list of error codes, e.g. [45009, 45011].", code="invalid_codes"
+        )

@@ -12,6 +12,7 @@ class TokenQuerySerializer(serializers.Serializer):
     realm = serializers.CharField(max_length=50)
     key = serializers.CharField(max_length=100)
     flush = serializers.BooleanField(default=False)
+    rejected = serializers.CharField(max_length=16384, required=False, trim_whitespace=False)
 
 
 class TokenView(APIView):
@@ -26,6 +27,7 @@ class TokenView(APIView):
             params["realm"],
             params["key"],
             flush=params["flush"],
+            rejected=params.get("rejected"),
             client=request.user.get_username(),
         )
         response = Response(

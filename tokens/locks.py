@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from tokens.cache import CACHE_ERRORS, cache_available, health
 from tokens.models import FetchLease
 
 logger = logging.getLogger(__name__)
@@ -56,28 +57,57 @@ class DatabaseLock:
             return False
 
     def release(self) -> None:
-        FetchLease.objects.filter(name=self.name, holder=self.holder).delete()
+        try:
+            FetchLease.objects.filter(name=self.name, holder=self.holder).delete()
+        except DatabaseError:
+            # The database went away: the lease expires by itself.
+            logger.warning("lease %s could not be released; it will expire", self.name)
 
 
 class RedisLock:
-    """A redis-py lock through django-redis (`SET NX PX`, released by token)."""
+    """
+    A redis-py lock through django-redis (`SET NX PX`, released by token).
+
+    While Redis is down (tokens.cache marks it), the same name is locked with
+    a database lease instead, so the token path keeps its single flight.
+    """
 
     def __init__(self, name: str, ttl: float):
         self.name = name
-        self._lock = cache.lock(f"lock:{name}", timeout=ttl, thread_local=False)
+        self.ttl = ttl
+        self._held = None
 
     def try_acquire(self) -> bool:
-        return bool(self._lock.acquire(blocking=False))
+        if cache_available():
+            try:
+                lock = cache.lock(f"lock:{self.name}", timeout=self.ttl, thread_local=False)
+                if lock.acquire(blocking=False):
+                    self._held = lock
+                    return True
+                return False
+            except CACHE_ERRORS as error:
+                health.failed(error)
+        fallback = DatabaseLock(self.name, self.ttl)
+        if fallback.try_acquire():
+            self._held = fallback
+            return True
+        return False
 
     def release(self) -> None:
         from redis.exceptions import LockError
 
+        held, self._held = self._held, None
+        if held is None:
+            return
         try:
-            self._lock.release()
+            held.release()
         except LockError:
             # The lease expired while we held it (a very slow upstream) and
             # someone else may hold it now: nothing of ours to release.
             logger.warning("lock %s expired before it was released", self.name)
+        except CACHE_ERRORS as error:
+            # Redis went away while we held the lock: it expires by itself.
+            health.failed(error)
 
 
 def lock_for(name: str, ttl: float):

@@ -1,3 +1,4 @@
+import hashlib
 from datetime import timedelta
 
 from django.db import models
@@ -5,6 +6,10 @@ from django.utils import timezone
 
 from secret_store.models import Secret
 from tokenserver.fields import EncryptedTextField
+
+#: How much of the margin the jitter may take: a token is refreshed between
+#: `margin` and `margin × (1 − REFRESH_JITTER)` seconds before it expires.
+REFRESH_JITTER = 0.5
 
 
 class CachedToken(models.Model):
@@ -36,13 +41,26 @@ class CachedToken(models.Model):
 
     def refresh_at(self, margin: float):
         """
-        When this token is due for a refresh: `margin` seconds before expiry,
-        but never earlier than half its lifetime, so a realm whose margin
-        exceeds the lifetime its provider grants does not refresh on every
-        request.
+        When this token is due for a refresh: inside the last `margin` seconds
+        of its life, at a point drawn per fetch (`refresh_jitter`), so tokens
+        fetched together do not all come due together. The margin never
+        exceeds half the lifetime, so a realm whose margin is longer than what
+        its provider grants does not refresh on every request.
         """
         lifetime = (self.expires_at - self.fetched_at).total_seconds()
-        return self.expires_at - timedelta(seconds=max(0.0, min(margin, lifetime / 2)))
+        margin = max(0.0, min(margin, lifetime / 2))
+        return self.expires_at - timedelta(
+            seconds=margin * (1 - REFRESH_JITTER * self.refresh_jitter())
+        )
+
+    def refresh_jitter(self) -> float:
+        """
+        A number in [0, 1) fixed for this fetch: every worker and the
+        refresher compute the same refresh time without sharing state.
+        """
+        seed = f"{self.secret_id}:{self.fetched_at.timestamp():.6f}".encode()
+        digest = hashlib.blake2b(seed, digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
 
     def is_fresh(self, margin: float, now=None) -> bool:
         """Good to hand out without a refresh: not yet due (see refresh_at)."""

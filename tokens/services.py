@@ -1,33 +1,44 @@
 """
 The token path (DESIGN.md, "The token path"):
 
-1. the cache, when the token has more than its refresh margin left;
-2. else the database row, when still good (put back in the cache);
-3. else the secret's single-flight lock: look again (another worker may have
-   just refreshed), and only then call the upstream; persist, cache, log,
-   release.
+1. the cache: a token that has not expired is returned at once; if it is
+   inside its refresh margin, one request (across all workers and hosts: it
+   must win the secret's lock) starts a refresh in the background;
+2. else the database row, the same way (and put back in the cache);
+3. else (no token, or it expired) the secret's single-flight lock: look again
+   (another worker may have just refreshed), and only then call the upstream;
+   persist, cache, log, release.
 
-However many requests, workers or hosts arrive at once, one upstream call
-per refresh. The upstream call runs outside any database transaction.
+Flushes (`flush=true`) skip 1–2 and are satisfied by any token fetched after
+they were asked for, or within the realm's `min_flush_interval`; with
+`rejected=<token>` they are satisfied as soon as the current token is another
+one. However many requests arrive at once, one upstream call per refresh, and
+the upstream call runs outside any database transaction.
 """
 
+import hmac
 import logging
+import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 
 from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
-from tokens import upstream
+from tokens import guards, upstream
 from tokens.locks import lock_for
 from tokens.models import CachedToken, FetchLog
+from tokens.outbox import outbox
 from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
     SecretDisabled,
+    ServiceError,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -35,8 +46,14 @@ from tokenserver.errors import (
 logger = logging.getLogger(__name__)
 
 #: How much longer than the realm's timeout a request waits for another
-#: worker's refresh before it gives up with 503.
+#: worker's refresh before it gives up (with the still-valid token, or 503).
 LOCK_WAIT_GRACE = 1.0
+
+#: Seconds a secret's background refresh is not retried after it failed.
+REVALIDATE_BACKOFF = 10.0
+
+#: Retry backoff: full jitter over BASE × 2^attempt, at most CAP seconds.
+RETRY_BASE, RETRY_CAP = 0.2, 2.0
 
 #: Outcomes that mean "try again later" (503) rather than "the upstream said no" (502).
 UNAVAILABLE_OUTCOMES = {FetchLog.Outcome.TIMEOUT, FetchLog.Outcome.UNREACHABLE}
@@ -59,6 +76,49 @@ class TokenResult:
         return max(0, int((self.expires_at - (now or time.time())) * 1000))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A token as the cache or the database holds it (times in epoch seconds)."""
+
+    token: str
+    fetched_at: float
+    expires_at: float | None
+    refresh_at: float
+
+    def alive(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True)
+class Need:
+    """
+    Which token satisfies a request. Plain requests want a token not yet due
+    for refresh (`lookahead` seconds ahead, for the refresher); flushes want
+    one fetched at or after `fetched_after`, or, with `rejected`, any token
+    but that one.
+    """
+
+    fetched_after: float | None = None
+    rejected: str | None = None
+    lookahead: float = 0.0
+
+    @classmethod
+    def flush(cls, realm: Realm, requested_at: float, rejected: str | None = None) -> "Need":
+        # Inside the realm's minimum interval the token just fetched is the answer.
+        return cls(fetched_after=requested_at - realm.min_flush_interval, rejected=rejected)
+
+    def satisfied_by(self, snapshot: Snapshot | None, now: float) -> bool:
+        if snapshot is None or not snapshot.alive(now):
+            return False
+        if self.rejected is not None and not hmac.compare_digest(
+            snapshot.token.encode(), self.rejected.encode()
+        ):
+            return True  # already replaced: no upstream call
+        if self.fetched_after is not None:
+            return snapshot.fetched_at >= self.fetched_after
+        return now + self.lookahead < snapshot.refresh_at
+
+
 def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -67,40 +127,71 @@ def _datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
+def _from_entry(entry: dict | None) -> Snapshot | None:
+    if not entry:
+        return None
+    return Snapshot(token_cache.entry_token(entry), entry["at"], entry["exp"], entry["ref"])
+
+
+def _from_row(secret: Secret, stored: CachedToken | None) -> Snapshot | None:
+    if stored is None:
+        return None
+    refresh_at = stored.refresh_at(secret.realm.refresh_margin)
+    return Snapshot(
+        stored.token, _epoch(stored.fetched_at), _epoch(stored.expires_at), _epoch(refresh_at)
+    )
+
+
 def token_get(
     realm_id: str,
     key: str,
     *,
     flush: bool = False,
+    rejected: str | None = None,
     trigger: str = FetchLog.Trigger.REQUEST,
     client: str = "",
 ) -> TokenResult:
     """
     A valid token for the secret (`realm_id`, `key`).
 
-    `flush` asks for a token fetched after this call began (still
-    single-flight: concurrent flushes share one upstream call). Raises
-    NotFound, SecretDisabled, UpstreamError (502), UpstreamUnavailable or
-    LockWaitTimeout (503).
+    `flush` asks for a new token (coalesced, and not more often than the
+    realm's `min_flush_interval`); `rejected` (implies `flush`) names the token
+    the provider refused, so the refresh happens only if it is still current.
+    Raises NotFound, SecretDisabled, UpstreamError (502), UpstreamUnavailable
+    or LockWaitTimeout (503).
     """
-    requested_at = time.time()
+    now = time.time()
+    flush = flush or rejected is not None
     if not flush:
-        hit = _from_cache(realm_id, key, requested_at)
-        if hit:
-            return hit
+        entry = token_cache.cache_read(realm_id, key)
+        snapshot = _from_entry(entry)
+        if snapshot and snapshot.alive(now):
+            if now >= snapshot.refresh_at and "src" not in entry:
+                _revalidate(realm_id, key, client)
+            return TokenResult(snapshot.token, snapshot.expires_at, entry.get("src", "cache"))
 
     secret = _load_secret(realm_id, key)
     if secret.realm.kind == Realm.Kind.FIXED:
-        return _fixed_token(secret, requested_at)
+        return _fixed_token(secret, now)
 
+    stored = getattr(secret, "cached_token", None)
     if not flush:
-        stored = _from_database(secret, getattr(secret, "cached_token", None), requested_at)
-        if stored:
-            return stored
+        snapshot = _from_row(secret, stored)
+        if snapshot and snapshot.alive(now):
+            _cache_put(secret, stored, now)
+            if now >= snapshot.refresh_at:
+                _revalidate(realm_id, key, client)
+            return TokenResult(snapshot.token, snapshot.expires_at, "database")
+        # No token, or it expired: this request waits on the single flight.
+        return _refresh(secret, Need(), trigger=trigger, client=client)
 
-    if flush and trigger == FetchLog.Trigger.REQUEST:
+    need = Need.flush(secret.realm, now, rejected)
+    found = _look_again(secret, now, need, stored=stored)
+    if found:
+        return found
+    if trigger == FetchLog.Trigger.REQUEST:
         trigger = FetchLog.Trigger.FLUSH
-    return _refresh(secret, requested_at=requested_at, flush=flush, trigger=trigger, client=client)
+    return _refresh(secret, need, trigger=trigger, client=client)
 
 
 def _load_secret(realm_id: str, key: str) -> Secret:
@@ -112,30 +203,17 @@ def _load_secret(realm_id: str, key: str) -> Secret:
         if not Realm.objects.filter(pk=realm_id).exists():
             raise NotFound(f"Unknown realm {realm_id!r}.") from None
         raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.") from None
+    except DatabaseError:
+        raise UpstreamUnavailable(
+            "The database is unavailable and the token is not in the cache.", retry_after=5
+        ) from None
     if not secret.enabled:
         raise SecretDisabled(f"Secret {realm_id}/{key} is disabled.")
     return secret
 
 
-def _from_cache(realm_id, key, now, *, fetched_after=None) -> TokenResult | None:
-    """
-    The cached token, if good enough: before its refresh time, or (for a
-    flush) fetched after `fetched_after` and not yet expired.
-    """
-    entry = token_cache.cache_read(realm_id, key)
-    if not entry:
-        return None
-    if fetched_after is None:
-        usable = entry["ref"] > now
-    else:
-        usable = entry["at"] >= fetched_after and (entry["exp"] is None or entry["exp"] > now)
-    if not usable:
-        return None
-    return TokenResult(token_cache.entry_token(entry), entry["exp"], entry.get("src", "cache"))
-
-
-def _cache_put(secret: Secret, stored: CachedToken, now: float) -> None:
-    token_cache.cache_write(
+def _cache_put(secret: Secret, stored: CachedToken, now: float) -> dict:
+    return token_cache.cache_write(
         secret.realm_id,
         secret.key,
         token=stored.token,
@@ -146,19 +224,22 @@ def _cache_put(secret: Secret, stored: CachedToken, now: float) -> None:
     )
 
 
-def _from_database(secret, stored, now, *, fetched_after=None) -> TokenResult | None:
-    """The stored token, if good enough (as in _from_cache); caches it again."""
-    if stored is None:
-        return None
-    moment = _datetime(now)
-    if fetched_after is None:
-        usable = stored.is_fresh(secret.realm.refresh_margin, moment)
-    else:
-        usable = _epoch(stored.fetched_at) >= fetched_after and stored.is_alive(moment)
-    if not usable:
-        return None
-    _cache_put(secret, stored, now)
-    return TokenResult(stored.token, _epoch(stored.expires_at), "database")
+_UNSET = object()
+
+
+def _look_again(secret, now, need: Need, *, stored=_UNSET) -> TokenResult | None:
+    """A token that satisfies `need`: the cache first, then the database."""
+    entry = token_cache.cache_read(secret.realm_id, secret.key)
+    snapshot = _from_entry(entry)
+    if need.satisfied_by(snapshot, now):
+        return TokenResult(snapshot.token, snapshot.expires_at, "cache")
+    if stored is _UNSET:
+        stored = CachedToken.objects.filter(secret=secret).first()
+    snapshot = _from_row(secret, stored)
+    if need.satisfied_by(snapshot, now):
+        _cache_put(secret, stored, now)
+        return TokenResult(snapshot.token, snapshot.expires_at, "database")
+    return None
 
 
 def _fixed_token(secret: Secret, now: float) -> TokenResult:
@@ -181,37 +262,40 @@ def _fixed_token(secret: Secret, now: float) -> TokenResult:
     return TokenResult(secret.token, expires_at, "fixed")
 
 
-def _look_again(secret, now, fetched_after) -> TokenResult | None:
-    """Has another worker refreshed meanwhile? The cache first, then the database."""
-    found = _from_cache(secret.realm_id, secret.key, now, fetched_after=fetched_after)
-    if found:
-        return found
-    stored = CachedToken.objects.filter(secret=secret).first()
-    return _from_database(secret, stored, now, fetched_after=fetched_after)
+def _lock_name(secret_or_realm_id, key=None) -> str:
+    if key is None:
+        return f"secret:{secret_or_realm_id.realm_id}:{secret_or_realm_id.key}"
+    return f"secret:{secret_or_realm_id}:{key}"
+
+
+def _call_budget(realm: Realm) -> float:
+    """The longest one refresh may take: every attempt's timeouts and backoffs."""
+    attempts = realm.max_retries + 1
+    return attempts * 2 * realm.timeout + realm.max_retries * RETRY_CAP
 
 
 def _lock_ttl(realm: Realm) -> float:
-    # Longer than the longest upstream call (connect + read timeouts), so the
-    # lock is not lost mid-call; short enough that a killed holder blocks the
-    # others only briefly.
-    return 2 * realm.timeout + 5
+    # Longer than the longest refresh, so the lock is not lost mid-call;
+    # short enough that a killed holder blocks the others only briefly.
+    return _call_budget(realm) + 5
 
 
-def _refresh(secret, *, requested_at, flush, trigger, client) -> TokenResult:
+def _refresh(secret, need: Need, *, trigger, client) -> TokenResult:
+    """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
     realm = secret.realm
-    # A flush is satisfied by any token fetched after it was asked for: that
-    # is how concurrent flushes share one upstream call.
-    fetched_after = requested_at if flush else None
-    lock = lock_for(f"secret:{secret.pk}", ttl=_lock_ttl(realm))
+    lock = lock_for(_lock_name(secret), ttl=_lock_ttl(realm))
     deadline = time.monotonic() + realm.timeout + LOCK_WAIT_GRACE
     delay = 0.005
     while not lock.try_acquire():
         # Someone else is refreshing: poll for their result instead of
         # queueing on the lock, so every waiter returns as soon as it lands.
-        found = _look_again(secret, time.time(), fetched_after)
+        found = _look_again(secret, time.time(), need)
         if found:
             return found
         if time.monotonic() >= deadline:
+            still_valid = _look_again(secret, time.time(), Need(fetched_after=0.0))
+            if still_valid:
+                return still_valid
             raise LockWaitTimeout(
                 f"Another refresh of {secret} is taking longer than {realm.timeout:g} s.",
                 retry_after=1,
@@ -219,7 +303,7 @@ def _refresh(secret, *, requested_at, flush, trigger, client) -> TokenResult:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     try:
-        found = _look_again(secret, time.time(), fetched_after)
+        found = _look_again(secret, time.time(), need)
         if found:
             return found
         return _fetch_and_store(secret, trigger=trigger, client=client)
@@ -227,58 +311,150 @@ def _refresh(secret, *, requested_at, flush, trigger, client) -> TokenResult:
         lock.release()
 
 
-def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult:
-    """Call the upstream (outside any transaction), then persist, cache and log."""
-    realm = secret.realm
-    sent_at = time.time()
-    try:
-        fetched = upstream.fetch(realm, secret)
-    except upstream.UpstreamFailure as failure:
-        FetchLog.objects.create(
-            realm=realm.id,
-            key=secret.key,
-            trigger=trigger,
-            outcome=failure.outcome,
-            http_status=failure.http_status,
-            error_code=failure.error_code,
-            error_message=failure.error_message,
-            duration_ms=failure.duration_ms,
-            client=client,
-        )
-        logger.warning("fetch %s failed: %s", secret, failure.outcome)
-        context = {
-            "outcome": failure.outcome,
-            "http_status": failure.http_status,
-            "error_code": failure.error_code,
-            "error_message": failure.error_message,
-        }
-        if failure.outcome in UNAVAILABLE_OUTCOMES:
-            raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
-        raise UpstreamError(failure.detail, **context) from None
+# --- Stale-while-revalidate ------------------------------------------------------
 
+_background: set[threading.Thread] = set()
+_background_lock = threading.Lock()
+
+
+def _revalidate(realm_id: str, key: str, client: str) -> None:
+    """
+    Refresh a due token in the background, once: only the request that wins
+    the secret's lock starts it; the others (and this one) return at once.
+    """
+    backoff = f"revalidate:{realm_id}:{key}"
+    if token_cache.flag_get(backoff):
+        return
+    # A generous lease: the lock is held by the background thread.
+    lock = lock_for(_lock_name(realm_id, key), ttl=3600)
+    if not lock.try_acquire():
+        return
+    thread = threading.Thread(
+        target=_background_refresh,
+        args=(realm_id, key, lock, client),
+        name=f"revalidate {realm_id}/{key}",
+        daemon=True,
+    )
+    with _background_lock:
+        _background.add(thread)
+    thread.start()
+
+
+def _background_refresh(realm_id, key, lock, client) -> None:
+    try:
+        secret = _load_secret(realm_id, key)
+        if secret.realm.kind != Realm.Kind.FIXED and not _look_again(secret, time.time(), Need()):
+            _fetch_and_store(secret, trigger=FetchLog.Trigger.REQUEST, client=client)
+    except ServiceError as error:
+        token_cache.flag_set(f"revalidate:{realm_id}:{key}", True, REVALIDATE_BACKOFF)
+        logger.warning("background refresh of %s/%s failed: %s", realm_id, key, error.code)
+    except Exception:  # a thread has no caller to raise to
+        logger.exception("background refresh of %s/%s crashed", realm_id, key)
+    finally:
+        lock.release()
+        connections.close_all()
+        with _background_lock:
+            _background.discard(threading.current_thread())
+
+
+def wait_for_background_refreshes(timeout: float = 10.0) -> None:
+    """Block until the background refreshes started so far are done (tests, shutdown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _background_lock:
+            threads = list(_background)
+        if not threads:
+            return
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if time.monotonic() >= deadline:
+            return
+
+
+# --- The upstream call --------------------------------------------------------------
+
+
+def _log_attempt(secret, *, trigger, client, outcome, **fields) -> None:
+    """One FetchLog row per attempt; kept for later if the database is down."""
+    outbox.write(
+        FetchLog,
+        realm=secret.realm_id,
+        key=secret.key,
+        trigger=trigger,
+        outcome=outcome,
+        client=client,
+        **fields,
+    )
+
+
+def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult:
+    """
+    Call the upstream (outside any transaction) through the realm's guards,
+    retrying network errors and 5xx; then persist, cache and log.
+    """
+    realm = secret.realm
+    attempt = 0
+    while True:
+        try:
+            guards.check(realm)
+            with guards.upstream_slot(realm, ttl=_lock_ttl(realm), wait=realm.timeout):
+                sent_at = time.time()
+                fetched = upstream.fetch(realm, secret)
+            break
+        except guards.Refused as refused:
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=FetchLog.Outcome.REJECTED,
+                error_code=refused.reason,
+                error_message=refused.detail[:500],
+            )
+            raise UpstreamUnavailable(
+                refused.detail, retry_after=refused.retry_after, outcome="rejected"
+            ) from None
+        except upstream.UpstreamFailure as failure:
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=failure.outcome,
+                http_status=failure.http_status,
+                error_code=failure.error_code,
+                error_message=failure.error_message,
+                duration_ms=failure.duration_ms,
+            )
+            guards.record_failure(realm, failure)
+            logger.warning("fetch %s failed: %s (attempt %d)", secret, failure.outcome, attempt + 1)
+            if guards.is_retryable(failure) and attempt < realm.max_retries:
+                time.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt)))  # noqa: S311
+                attempt += 1
+                continue
+            _raise_for(failure)
+
+    guards.record_success(realm)
     now = time.time()
     expires_at = sent_at + fetched.lifetime
-    with transaction.atomic():
-        stored, _ = CachedToken.objects.update_or_create(
-            secret=secret,
-            defaults={
-                "token": fetched.token,
-                "expires_at": _datetime(expires_at),
-                "fetched_at": _datetime(now),
-            },
-        )
-        FetchLog.objects.create(
-            realm=realm.id,
-            key=secret.key,
-            trigger=trigger,
-            outcome=FetchLog.Outcome.OK,
-            http_status=fetched.http_status,
-            duration_ms=fetched.duration_ms,
-            lifetime=int(fetched.lifetime),
-            client=client,
-        )
+    stored = CachedToken(
+        secret=secret,
+        token=fetched.token,
+        expires_at=_datetime(expires_at),
+        fetched_at=_datetime(now),
+    )
+    # The cache first: if the database is down, the token is still served
+    # from Redis while the writes wait in the outbox.
     _cache_put(secret, stored, now)
-    logger.info("fetched %s (lifetime %ds)", secret, fetched.lifetime)
+    outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
+    _log_attempt(
+        secret,
+        trigger=trigger,
+        client=client,
+        outcome=FetchLog.Outcome.OK,
+        http_status=fetched.http_status,
+        duration_ms=fetched.duration_ms,
+        lifetime=int(fetched.lifetime),
+    )
+    logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
     return TokenResult(
         fetched.token,
         expires_at,
@@ -286,6 +462,35 @@ def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResul
         http_status=fetched.http_status,
         lifetime=fetched.lifetime,
     )
+
+
+def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
+    """Persist a fetched token, unless a newer one is already stored."""
+    with transaction.atomic():
+        current = CachedToken.objects.select_for_update().filter(secret_id=secret_pk).first()
+        if current is None:
+            if Secret.objects.filter(pk=secret_pk).exists():
+                CachedToken.objects.create(
+                    secret_id=secret_pk, token=token, expires_at=expires_at, fetched_at=fetched_at
+                )
+        elif current.fetched_at <= fetched_at:
+            current.token, current.expires_at, current.fetched_at = token, expires_at, fetched_at
+            current.save()
+
+
+def _raise_for(failure: upstream.UpstreamFailure):
+    context = {
+        "outcome": failure.outcome,
+        "http_status": failure.http_status,
+        "error_code": failure.error_code,
+        "error_message": failure.error_message,
+    }
+    if failure.outcome in UNAVAILABLE_OUTCOMES:
+        raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
+    raise UpstreamError(failure.detail, **context) from None
+
+
+# --- Operators and the refresher ------------------------------------------------------
 
 
 def mask_token(token: str) -> str:
@@ -301,18 +506,24 @@ def token_test_fetch(realm_id: str, key: str, *, client: str = "") -> dict:
     Returns what happened, with the token masked; raises NotFound and
     SecretDisabled like token_get.
     """
-    try:
-        result = token_get(realm_id, key, flush=True, trigger=FetchLog.Trigger.ADMIN, client=client)
-    except (UpstreamError, UpstreamUnavailable, LockWaitTimeout) as error:
-        return {
-            "ok": False,
-            "error": error.code,
-            "detail": error.detail,
-            "outcome": error.context.get("outcome", error.code),
-            "http_status": error.context.get("http_status"),
-            "error_code": error.context.get("error_code", ""),
-            "error_message": error.context.get("error_message", ""),
-        }
+    secret = _load_secret(realm_id, key)
+    if secret.realm.kind == Realm.Kind.FIXED:
+        result = _fixed_token(secret, time.time())
+    else:
+        try:
+            # Not subject to the flush interval: the operator wants a real call.
+            need = Need(fetched_after=time.time())
+            result = _refresh(secret, need, trigger=FetchLog.Trigger.ADMIN, client=client)
+        except (UpstreamError, UpstreamUnavailable, LockWaitTimeout) as error:
+            return {
+                "ok": False,
+                "error": error.code,
+                "detail": error.detail,
+                "outcome": error.context.get("outcome", error.code),
+                "http_status": error.context.get("http_status"),
+                "error_code": error.context.get("error_code", ""),
+                "error_message": error.context.get("error_message", ""),
+            }
     return {
         "ok": True,
         "source": result.source,
@@ -321,3 +532,65 @@ def token_test_fetch(realm_id: str, key: str, *, client: str = "") -> dict:
         "expires_in": result.expires_in_ms(),
         "token": mask_token(result.token),
     }
+
+
+@dataclass
+class RefreshReport:
+    """What one refresher run did."""
+
+    checked: int = 0
+    due: int = 0
+    refreshed: int = 0
+    failed: int = 0
+
+    def __str__(self):
+        return (
+            f"{self.checked} tokens checked, {self.due} due, {self.refreshed} refreshed, "
+            f"{self.failed} failed"
+        )
+
+
+def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
+    """
+    Refresh every enabled secret's token that comes due within `lookahead`
+    seconds (each token's due time carries its own jitter), through the same
+    single flight as requests, so apps normally never wait on an upstream.
+    """
+    now = time.time()
+    report = RefreshReport()
+    due = []
+    rows = (
+        CachedToken.objects.select_related("secret__realm")
+        .filter(secret__enabled=True)
+        .exclude(secret__realm__kind=Realm.Kind.FIXED)
+        .defer("token")  # no decryption for the ones that are not due
+    )
+    for stored in rows:
+        report.checked += 1
+        realm = stored.secret.realm
+        if now + lookahead >= _epoch(stored.refresh_at(realm.refresh_margin)):
+            due.append(stored.secret)
+    report.due = len(due)
+
+    def refresh(secret):
+        try:
+            result = _refresh(
+                secret,
+                Need(lookahead=lookahead),
+                trigger=FetchLog.Trigger.REFRESHER,
+                client="refresher",
+            )
+            return "refreshed" if result.source == "upstream" else "skipped"
+        except ServiceError:
+            return "failed"
+        finally:
+            connections.close_all()
+
+    if due:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for outcome in pool.map(refresh, due):
+                if outcome == "refreshed":
+                    report.refreshed += 1
+                elif outcome == "failed":
+                    report.failed += 1
+    return report

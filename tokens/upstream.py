@@ -53,8 +53,10 @@ class UpstreamFailure(Exception):
         error_code: str = "",
         error_message: str = "",
         duration_ms: int = 0,
+        retry_after: float | None = None,
     ):
         super().__init__(detail)
+        self.retry_after = retry_after  # the upstream's Retry-After header, in seconds
         self.outcome = outcome
         self.detail = detail
         self.http_status = http_status
@@ -292,6 +294,14 @@ def _parse_moment(value) -> float:
     raise ValueError("not a time")
 
 
+def _retry_after(header: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for token endpoints: ignored)."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -356,7 +366,9 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
 
     if not 200 <= status < 300:
         reason = "" if document is not None else "body is not JSON"
-        raise reader.failure("upstream_error", reason, status, document, duration_ms)
+        failure = reader.failure("upstream_error", reason, status, document, duration_ms)
+        failure.retry_after = _retry_after(response.headers.get("Retry-After"))
+        raise failure
     if document is None:
         raise reader.failure("invalid_response", "body is not JSON", status, None, duration_ms)
 

@@ -25,6 +25,8 @@ def test_seed_request_returns_token_expires_in_ms_and_source(api, upstream, wech
 
 
 def test_flush_true_fetches_anew(api, upstream, wechat_secret):
+    wechat_secret.realm.min_flush_interval = 0
+    wechat_secret.realm.save()
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
     api.get(SEED_URL)
 

@@ -66,6 +66,9 @@ def test_50_threads_on_a_cold_token_cause_one_upstream_call(upstream, wechat_sec
 
 
 def test_50_concurrent_flushes_share_one_upstream_call(upstream, wechat_secret):
+    # No minimum interval: the flushes are coalesced by the single flight alone.
+    wechat_secret.realm.min_flush_interval = 0
+    wechat_secret.realm.save()
     upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.3))
     token_get("wxgzh", "wxgzh_secret")  # TOKEN-1, now cached
 

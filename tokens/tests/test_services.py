@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from conftest import RealmFactory, SecretFactory, numbered_tokens
 from tokens.models import CachedToken, FetchLog
-from tokens.services import token_get
+from tokens.services import token_get, wait_for_background_refreshes
 from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,10 @@ def test_database_answers_when_cache_is_empty(upstream, wechat_secret):
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
 
-def test_token_inside_refresh_margin_is_refreshed(upstream, wechat_secret):
+@pytest.mark.django_db(transaction=True)
+def test_token_inside_refresh_margin_is_served_and_refreshed_in_the_background(
+    upstream, wechat_secret
+):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
     # A stored token with 100 s left, under the realm's 300 s margin.
     now = timezone.now()
@@ -60,9 +63,85 @@ def test_token_inside_refresh_margin_is_refreshed(upstream, wechat_secret):
     )
 
     result = token_get("wxgzh", "wxgzh_secret")
+    wait_for_background_refreshes()
+
+    # Returned at once (stale-while-revalidate); the refresh happened behind it.
+    assert (result.token, result.source) == ("OLD", "database")
+    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+    assert token_get("wxgzh", "wxgzh_secret").token == "TOKEN-1"
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+
+
+def test_expired_token_waits_for_the_refresh(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="EXPIRED",
+        fetched_at=now - timedelta(seconds=7300),
+        expires_at=now - timedelta(seconds=1),
+    )
+
+    result = token_get("wxgzh", "wxgzh_secret")
 
     assert (result.token, result.source) == ("TOKEN-1", "upstream")
-    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+
+
+def test_flush_inside_the_minimum_interval_returns_the_token_just_fetched(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    token_get("wxgzh", "wxgzh_secret")  # TOKEN-1, fetched just now
+
+    flushed = token_get("wxgzh", "wxgzh_secret", flush=True)
+
+    assert (flushed.token, flushed.source) == ("TOKEN-1", "cache")
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+
+
+def test_flush_after_the_minimum_interval_fetches(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="OLD",
+        fetched_at=now - timedelta(seconds=31),
+        expires_at=now + timedelta(seconds=7000),
+    )
+
+    flushed = token_get("wxgzh", "wxgzh_secret", flush=True)
+
+    assert (flushed.token, flushed.source) == ("TOKEN-1", "upstream")
+
+
+def test_rejected_token_that_is_still_current_is_replaced(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="CURRENT",
+        fetched_at=now - timedelta(seconds=600),
+        expires_at=now + timedelta(seconds=6600),
+    )
+
+    result = token_get("wxgzh", "wxgzh_secret", rejected="CURRENT")
+
+    assert (result.token, result.source) == ("TOKEN-1", "upstream")
+    assert FetchLog.objects.get().trigger == "flush"
+
+
+def test_rejected_token_already_replaced_costs_no_upstream_call(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="NEWER",
+        fetched_at=now - timedelta(seconds=600),
+        expires_at=now + timedelta(seconds=6600),
+    )
+
+    result = token_get("wxgzh", "wxgzh_secret", rejected="OLDER")
+
+    assert (result.token, result.source) == ("NEWER", "database")
+    assert upstream.calls("/cgi-bin/token") == []
 
 
 def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
@@ -79,6 +158,8 @@ def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
 
 
 def test_flush_fetches_a_new_token(upstream, wechat_secret):
+    wechat_secret.realm.min_flush_interval = 0
+    wechat_secret.realm.save()
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
     token_get("wxgzh", "wxgzh_secret")
 

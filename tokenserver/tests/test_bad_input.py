@@ -108,6 +108,7 @@ def test_no_secret_or_token_in_logs_or_answers(api, upstream, caplog):
         "id": "wxgzh",
         "config": {
             "url": upstream.url("/cgi-bin/token"),
+            "min_flush_interval": 0,
             "arguments": [
                 {"name": "appid", "place": "url", "value": "$key_1"},
                 {"name": "secret", "place": "url", "value": "$key_2"},
