@@ -594,3 +594,18 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
                 elif outcome == "failed":
                     report.failed += 1
     return report
+
+
+def fetchlog_prune(age, *, batch_size: int = 5000) -> int:
+    """Delete FetchLog rows older than `age` (a timedelta), `batch_size` at a time."""
+    from django.utils import timezone
+
+    cutoff = timezone.now() - age
+    deleted = 0
+    while True:
+        ids = list(
+            FetchLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += FetchLog.objects.filter(id__in=ids).delete()[0]

@@ -23,6 +23,9 @@ class FakeUpstream:
 
     def __init__(self):
         self.requests = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it was answering at once
+        self.headers = {}
         self._routes = {}
         self._lock = threading.Lock()
         self._counter = 0
@@ -38,6 +41,8 @@ class FakeUpstream:
                 with fake._lock:
                     fake._counter += 1
                     number = fake._counter
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                     fake.requests.append(
                         {
                             "method": self.command,
@@ -52,14 +57,20 @@ class FakeUpstream:
                     status, payload, delay = 404, {"error": "no route"}, 0
                 else:
                     status, payload, delay = route(number) if callable(route) else route
-                if delay:
-                    time.sleep(delay)
-                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    if delay:
+                        time.sleep(delay)
+                    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    for name, value in (fake.headers.get(parts.path) or {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
 
             do_GET = do_POST = _answer
 
@@ -75,9 +86,10 @@ class FakeUpstream:
     def url(self, path="/token"):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def reply(self, path, payload, *, status=200, delay=0.0):
+    def reply(self, path, payload, *, status=200, delay=0.0, headers=None):
         """Answer `path` with `payload` (a dict, or raw bytes)."""
         self._routes[path] = (status, payload, delay)
+        self.headers[path] = headers or {}
 
     def reply_with(self, path, function):
         """Answer `path` with function(call_number) → (status, payload, delay)."""
@@ -96,5 +108,19 @@ def numbered_tokens(lifetime=7200, delay=0.0):
 
     def route(number):
         return 200, {"access_token": f"TOKEN-{number}", "expires_in": lifetime}, delay
+
+    return route
+
+
+def sequence(*answers):
+    """
+    A route answering (status, payload) or (status, payload, delay) in turn,
+    one per call; the last answer repeats.
+    """
+
+    def route(number):
+        answer = answers[min(number, len(answers)) - 1]
+        status, payload = answer[0], answer[1]
+        return status, payload, answer[2] if len(answer) > 2 else 0.0
 
     return route

@@ -8,6 +8,7 @@ from realms.api import RealmDetailView, RealmListView
 from secret_store.api import SecretDetailView, SecretListView
 from tokens.api import TestFetchView, TokenView
 from tokenserver.errors import json_or_default
+from tokenserver.health import healthz, readyz
 
 admin.site.site_header = "tokenserver console"
 admin.site.site_title = "tokenserver"
@@ -20,6 +21,8 @@ urlpatterns = [
     path("api/secret", SecretListView.as_view(), name="secret-list"),
     path("api/secret/<str:realm_id>/<str:key>", SecretDetailView.as_view(), name="secret-detail"),
     path("api/token", TokenView.as_view(), name="token"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
 ]
 

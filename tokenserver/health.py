@@ -1,0 +1,49 @@
+"""
+Probes for orchestrators, without authentication (they reveal no data):
+`/healthz` says the process answers; `/readyz` checks the database and the
+cache and reports database writes waiting for the database to come back.
+"""
+
+from django.core.cache import cache
+from django.db import DatabaseError, connection
+from django.http import JsonResponse
+
+from tokens.cache import CACHE_ERRORS, health
+from tokens.outbox import outbox
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        connection.close()
+        return False
+
+
+def _cache_ok() -> bool:
+    try:
+        cache.set("readyz", "1", timeout=5)
+        ok = cache.get("readyz") == "1"
+    except CACHE_ERRORS as error:
+        health.failed(error)
+        return False
+    if ok:
+        health.reset()
+    return ok
+
+
+def readyz(request):
+    checks = {
+        "database": "ok" if _database_ok() else "unavailable",
+        "cache": "ok" if _cache_ok() else "unavailable",
+    }
+    pending = len(outbox)
+    ready = all(value == "ok" for value in checks.values())
+    body = {"status": "ready" if ready else "degraded", "checks": checks, "pending_writes": pending}
+    return JsonResponse(body, status=200 if ready else 503)
