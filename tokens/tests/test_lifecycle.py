@@ -71,7 +71,7 @@ def test_failed_background_refresh_backs_off(upstream, wechat_secret):
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
 
-# --- Flush safety ---------------------------------------------------------------------
+# --- Flush safety ------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
@@ -88,7 +88,7 @@ def test_concurrent_reports_of_a_rejected_token_cause_one_refresh(upstream, wech
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
 
-# --- Retries ----------------------------------------------------------------------------
+# --- Retries ------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -138,7 +138,7 @@ def test_4xx_and_upstream_error_codes_are_not_retried(upstream, wechat_secret, a
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
 
-# --- Circuit breaker ---------------------------------------------------------------------
+# --- Circuit breaker ------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -184,7 +184,7 @@ def test_wrong_credentials_do_not_open_the_breaker(upstream):
     assert guards.breaker_state(realm) == "closed"
 
 
-# --- Rate limits ---------------------------------------------------------------------------
+# --- Rate limits ------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -219,7 +219,7 @@ def test_http_429_backs_off_for_its_retry_after(upstream):
     assert token_get(realm.id, secret.key).token == "AFTER"
 
 
-# --- Concurrency cap -------------------------------------------------------------------------
+# --- Concurrency cap ------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
@@ -249,7 +249,7 @@ def _next_secret_getter(realm_id, keys):
     return get
 
 
-# --- The lock wait bound ------------------------------------------------------------------------
+# --- The lock wait bound ------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -284,7 +284,7 @@ def test_waiting_on_a_stuck_holder_without_a_valid_token_is_a_503(upstream):
     assert raised.value.retry_after == 1
 
 
-# --- The refresher ---------------------------------------------------------------------------------
+# --- The refresher ------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
@@ -340,7 +340,7 @@ def test_refresh_tokens_rejects_bad_options():
         call_command("refresh_tokens", "--interval", "0")
 
 
-# --- Pruning the fetch log --------------------------------------------------------------------------
+# --- Pruning the fetch log ------------------------------------------------
 
 
 @pytest.mark.django_db
