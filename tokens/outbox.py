@@ -30,6 +30,7 @@ class Outbox:
     def __init__(self):
         self._pending = deque()
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flusher at a time: each write runs once
         self._thread = None
 
     def __len__(self):
@@ -65,6 +66,10 @@ class Outbox:
 
     def flush(self) -> bool:
         """Try the pending writes in order; True when none is left."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         while True:
             with self._lock:
                 if not self._pending:

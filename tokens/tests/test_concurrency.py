@@ -15,16 +15,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection, connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from conftest import numbered_tokens
-from tokens.models import FetchLog
+from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -159,28 +161,86 @@ def gunicorn_server(tmp_path):
     log.close()
 
 
-def test_4_processes_x_25_threads_cause_one_upstream_call(
-    upstream, wechat_secret, staff_user, gunicorn_server
-):
-    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
-    # The staff user's session, shared by all the client threads.
+@pytest.fixture
+def http_get(staff_user, gunicorn_server):
+    """GET a path of the gunicorn server as the staff user (session cookie): (status, body)."""
     client = APIClient()
     client.force_login(staff_user)
     cookies = {"sessionid": client.cookies["sessionid"].value}
-    url = f"{gunicorn_server}/api/token?realm=wxgzh&key=wxgzh_secret"
-    # Warm every worker's connections first, so the race below is about the
-    # token and not about start-up.
+    # Warm every worker's connections first, so the races below are about
+    # tokens and not about start-up.
     for _ in range(8):
         requests.get(f"{gunicorn_server}/api/realm/wxgzh", cookies=cookies, timeout=10)
 
-    def ask():
-        response = requests.get(url, cookies=cookies, timeout=30)
+    def get(path):
+        response = requests.get(f"{gunicorn_server}{path}", cookies=cookies, timeout=30)
         return response.status_code, response.json()
 
-    results = run_at_once(100, ask)
+    return get
+
+
+def test_4_processes_x_25_threads_cause_one_upstream_call(upstream, wechat_secret, http_get):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+
+    results = run_at_once(100, lambda: http_get("/api/token?realm=wxgzh&key=wxgzh_secret"))
 
     failures = [r for r in results if isinstance(r, Exception) or r[0] != 200]
     assert failures == []
     assert {body["token"] for _, body in results} == {"TOKEN-1"}
     assert len(upstream.calls("/cgi-bin/token")) == 1
     assert FetchLog.objects.filter(outcome="ok").count() == 1
+
+
+def test_4_processes_stale_token_one_background_refresh_none_waits(
+    upstream, wechat_secret, http_get
+):
+    # Issue 4: a token inside its margin is served at once by every worker;
+    # exactly one request, in one process, starts the refresh.
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=1.0))
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="STALE",
+        fetched_at=now - timedelta(seconds=7100),
+        expires_at=now + timedelta(seconds=100),
+    )
+
+    def timed():
+        started = time.monotonic()
+        status, body = http_get("/api/token?realm=wxgzh&key=wxgzh_secret")
+        return status, body, time.monotonic() - started
+
+    results = run_at_once(100, timed)
+
+    assert [r for r in results if isinstance(r, Exception) or r[0] != 200] == []
+    assert {body["token"] for _, body, _ in results} == {"STALE"}
+    assert max(seconds for _, _, seconds in results) < 0.9  # the upstream takes 1 s
+    deadline = time.monotonic() + 10
+    while (
+        time.monotonic() < deadline
+        and CachedToken.objects.get(secret=wechat_secret).token == "STALE"
+    ):
+        time.sleep(0.1)
+    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+
+
+def test_300_flushes_across_4_processes_cause_one_upstream_call(upstream, wechat_secret, http_get):
+    # Issue 4: a flush storm (a misbehaving app) burns one fetch, not 300.
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    now = timezone.now()
+    CachedToken.objects.create(
+        secret=wechat_secret,
+        token="OLD",
+        fetched_at=now - timedelta(seconds=600),
+        expires_at=now + timedelta(seconds=6600),
+    )
+
+    results = run_at_once(
+        300, lambda: http_get("/api/token?realm=wxgzh&key=wxgzh_secret&flush=true")
+    )
+
+    assert [r for r in results if isinstance(r, Exception) or r[0] != 200] == []
+    assert {body["token"] for _, body in results} == {"TOKEN-1"}
+    assert len(upstream.calls("/cgi-bin/token")) == 1
+    assert FetchLog.objects.filter(trigger="flush", outcome="ok").count() == 1

@@ -1,0 +1,274 @@
+"""
+Issue 4: dependencies failing for real. A Redis server of the test's own
+that is killed mid-run and started again; a database that stops answering
+(every query refused through Django's execute_wrapper hook); a worker
+process killed with SIGKILL while it holds a secret's lock.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db import OperationalError, connection
+from django.test import override_settings
+from django.utils import timezone
+
+from conftest import RealmFactory, SecretFactory, numbered_tokens
+from tokens import cache as token_cache
+from tokens.models import CachedToken, FetchLog
+from tokens.outbox import outbox
+from tokens.services import token_get
+from tokens.tests.test_concurrency import _database_url
+from tokenserver.errors import LockWaitTimeout, UpstreamUnavailable
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a spare port, that can be killed and restarted."""
+
+    def __init__(self, tmp_path):
+        self.port = _free_port()
+        self.dir = tmp_path
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    caches = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server.url,
+            "KEY_PREFIX": "fault-test",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    # Retry a failed cache after 0.2 s instead of 5 s, to keep the test short.
+    monkeypatch.setattr(token_cache, "RETRY_INTERVAL", 0.2)
+    token_cache.health.reset()
+    with override_settings(CACHES=caches, TOKENSERVER_LOCK_BACKEND="redis", REDIS_URL=server.url):
+        yield server
+    token_cache.health.reset()
+    if server.process.poll() is None:
+        server.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_stopped_mid_run_then_back(own_redis, upstream, wechat_secret, caplog):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    assert token_get("wxgzh", "wxgzh_secret").source == "upstream"
+    assert token_get("wxgzh", "wxgzh_secret").source == "cache"
+
+    own_redis.kill()
+    with caplog.at_level("WARNING", logger="tokens.cache"):
+        during = [token_get("wxgzh", "wxgzh_secret") for _ in range(20)]
+
+    # Served from the database, no error, and a single warning for the interval.
+    assert {r.source for r in during} == {"database"}
+    assert {r.token for r in during} == {"TOKEN-1"}
+    warnings = [r for r in caplog.records if "cache unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+    # Flushes still single-flight, on the database lock.
+    wechat_secret.realm.min_flush_interval = 0
+    wechat_secret.realm.save()
+    assert token_get("wxgzh", "wxgzh_secret", flush=True).token == "TOKEN-2"
+
+    own_redis.start()
+    time.sleep(0.3)  # past the retry interval
+    assert token_get("wxgzh", "wxgzh_secret").source == "database"  # re-cached ...
+    assert token_get("wxgzh", "wxgzh_secret").source == "cache"  # ... and used again
+    assert len(upstream.calls("/cgi-bin/token")) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_answers_without_500_while_redis_is_down(own_redis, api, upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    own_redis.kill()
+
+    response = api.get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 200
+    assert response.json()["token"] == "TOKEN-1"
+    assert api.get("/readyz").json()["checks"]["cache"] == "unavailable"
+
+
+# --- The database going away -------------------------------------------------------
+
+
+@contextmanager
+def database_down(*, writes_to=None):
+    """
+    Every query on this thread's connection fails as if the server were gone;
+    with `writes_to`, only writes to those tables do.
+    """
+
+    def refuse(execute, sql, params, many, context):
+        statement = sql.lstrip().upper()
+        if writes_to is None or (
+            not statement.startswith("SELECT")
+            and any(table.upper() in statement for table in writes_to)
+        ):
+            raise OperationalError("(2006, 'Server has gone away')")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tokens_in_the_cache_are_served_while_the_database_is_down(api, upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "CACHED", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+
+    with database_down():
+        served = token_get("wxgzh", "wxgzh_secret")
+        with pytest.raises(UpstreamUnavailable):
+            token_get("wxgzh", "not-cached")
+        ready = api.get("/readyz")
+
+    assert (served.token, served.source) == ("CACHED", "cache")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "unavailable"
+    assert api.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_that_fail_are_retried_not_lost(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "NEW", "expires_in": 7200})
+
+    # The database goes away between the upstream's answer and the writes.
+    with database_down(writes_to=["tokens_cachedtoken", "tokens_fetchlog"]):
+        result = token_get("wxgzh", "wxgzh_secret")
+        assert len(outbox) >= 1
+
+    # The token was handed out (and cached) all the same ...
+    assert result.token == "NEW"
+    assert token_get("wxgzh", "wxgzh_secret").source == "cache"
+    # ... and once the database is back the pending writes land.
+    deadline = time.monotonic() + 10
+    while len(outbox) and time.monotonic() < deadline:
+        outbox.flush()
+        time.sleep(0.05)
+    assert len(outbox) == 0
+    assert CachedToken.objects.get(secret=wechat_secret).token == "NEW"
+    assert FetchLog.objects.filter(outcome="ok").count() == 1
+
+
+# --- A worker killed while it holds the lock --------------------------------------------
+
+HOLDER = """
+import django, sys
+django.setup()
+from tokens.services import token_get
+token_get(sys.argv[1], sys.argv[2])
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
+    realm = RealmFactory(url=upstream.url(), timeout=0.5, max_retries=0)
+    secret = SecretFactory(realm=realm)
+    # The first call hangs (the holder will be killed in it); later calls answer.
+    upstream.reply_with(
+        "/token",
+        lambda n: (200, {"access_token": f"TOKEN-{n}", "expires_in": 7200}, 0.45 if n == 1 else 0),
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tokenserver.settings",
+        "DATABASE_URL": _database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "TOKENSERVER_ENCRYPTION_KEYS": ",".join(settings.TOKENSERVER_ENCRYPTION_KEYS),
+        "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
+        "TOKENSERVER_LOCK_BACKEND": settings.TOKENSERVER_LOCK_BACKEND,
+        "TOKENSERVER_ENV_FILE": "",
+    }
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, realm.id, secret.key],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Wait until the holder is inside the upstream call (it holds the lock) ...
+    deadline = time.monotonic() + 20
+    while not upstream.calls() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert upstream.calls(), "the holder never reached the upstream"
+    # ... and kill it there.
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+
+    # Nothing half-written: no token row, no log row from the dead worker.
+    assert not CachedToken.objects.filter(secret=secret).exists()
+    assert not FetchLog.objects.exists()
+    # Until its lease expires others wait (bounded: 503), then one refreshes.
+    refused, result = 0, None
+    deadline = time.monotonic() + 30
+    while result is None and time.monotonic() < deadline:
+        try:
+            result = token_get(realm.id, secret.key)
+        except LockWaitTimeout:
+            refused += 1
+    assert result is not None, "the lock never expired"
+    assert result.token == "TOKEN-2"
+    assert result.source == "upstream"
+    assert len(upstream.calls()) == 2
+    assert CachedToken.objects.get(secret=secret).token == "TOKEN-2"
+    stored = CachedToken.objects.get(secret=secret)
+    assert stored.expires_at > timezone.now() + timedelta(hours=1)
