@@ -10,14 +10,23 @@ PORT ?= 8000
 
 .PHONY: run test setup migrate lint bench clean
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(VENV)/.installed: requirements.txt
-	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists libmariadb 2>/dev/null || { \
-	  echo "Installing the MySQL client headers (needed to build mysqlclient)..."; \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq default-libmysqlclient-dev pkg-config >/dev/null; \
-	  else \
-	    sudo apt-get update -qq && sudo apt-get install -y -qq default-libmysqlclient-dev pkg-config >/dev/null; \
-	  fi; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "tokenserver needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)." >&2; \
+	  echo "Run with PYTHON=/path/to/python3.11 make ..." >&2; exit 1; }
+	@missing=""; \
+	  pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists libmariadb 2>/dev/null \
+	    || missing="$$missing default-libmysqlclient-dev pkg-config"; \
+	  command -v gcc >/dev/null || missing="$$missing build-essential"; \
+	  $(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	    || missing="$$missing python3-dev"; \
+	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "Installing what building mysqlclient needs:$$missing"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -35,6 +35,12 @@ class Secret(models.Model):
         null=True, blank=True, help_text="Kind fixed: when the token expires (blank: never)."
     )
     enabled = models.BooleanField(default=True)
+    version = models.PositiveIntegerField(
+        default=1,
+        editable=False,
+        help_text="Goes up when the values, the identity or enabled change: a fetch that "
+        "started before does not store its token.",
+    )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -48,6 +54,16 @@ class Secret(models.Model):
     def __str__(self):
         return f"{self.realm_id}/{self.key}"
 
+    def save(self, *args, **kwargs):
+        if not self._state.adding and (
+            self.credentials_changed()
+            or getattr(self, "_loaded_enabled", self.enabled) != self.enabled
+            or getattr(self, "_loaded_identity", None) != (self.realm_id, self.key)
+        ):
+            self.version += 1
+        super().save(*args, **kwargs)
+        self._loaded_enabled = self.enabled
+
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
@@ -55,6 +71,7 @@ class Secret(models.Model):
         # changed (then the cached token belongs to the old ones).
         instance._loaded_identity = (instance.realm_id, instance.key)
         instance._loaded_values = instance.credential_values()
+        instance._loaded_enabled = instance.enabled
         return instance
 
     def values(self) -> dict[str, str]:

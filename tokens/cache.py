@@ -4,11 +4,13 @@ answers without a database query. The entry holds the token encrypted (as in
 the database) and the times the token path needs:
 
     {"t": ciphertext, "exp": expires_at, "at": fetched_at, "ref": refresh_at,
-     "src": "fixed" | absent}
+     "lt": lock lease in seconds, "src": "fixed" | absent}
 
-all epoch seconds. `ref` is computed when the entry is written, from the
-realm's refresh margin; saving a realm or a secret evicts its entries, so a
-changed margin, a disabled secret or new credentials take effect at once.
+all epoch seconds but `lt`: how long a refresh of this secret may hold its
+lock, for the background refresh that starts from this entry. `ref` is
+computed when the entry is written, from the realm's refresh margin; saving a
+realm or a secret evicts its entries, so a changed margin, a disabled secret
+or new credentials take effect at once.
 
 The cache is allowed to fail. When Redis is down or unreachable every call
 here answers "nothing cached" (reads) or does nothing (writes), a warning is
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.core.cache import cache
 
 from tokenserver import crypto
@@ -107,17 +110,30 @@ def cache_write(
     fetched_at: float,
     refresh_at: float,
     now: float,
+    lock_ttl: float = 60.0,
     source: str | None = None,
-) -> dict:
-    """Write an entry (if the cache is up) and return it."""
-    entry = {"t": crypto.encrypt(token), "exp": expires_at, "at": fetched_at, "ref": refresh_at}
-    if source:
-        entry["src"] = source
-    # Keep the entry no longer than the token lives (a fixed token without
-    # expiry is re-read from the database daily).
-    ttl = (expires_at - now) if expires_at is not None else 86400
-    _guarded(lambda: cache.set(token_cache_key(realm_id, key), entry, timeout=max(1, int(ttl))))
-    return entry
+) -> None:
+    """Write an entry, if the cache is up."""
+
+    def write():
+        entry = {
+            "t": crypto.encrypt(token),
+            "exp": expires_at,
+            "at": fetched_at,
+            "ref": refresh_at,
+            "lt": lock_ttl,
+        }
+        if source:
+            entry["src"] = source
+        # Keep the entry no longer than the token lives (a fixed token without
+        # expiry is re-read from the database daily); a per-process cache keeps
+        # it only briefly (settings.TOKENSERVER_LOCAL_CACHE_TTL).
+        ttl = (expires_at - now) if expires_at is not None else 86400
+        if not settings.REDIS_URL:
+            ttl = min(ttl, settings.TOKENSERVER_LOCAL_CACHE_TTL)
+        cache.set(token_cache_key(realm_id, key), entry, timeout=max(1, int(ttl)))
+
+    _guarded(write)
 
 
 def cache_evict(pairs: Iterable[tuple[str, str]]) -> None:

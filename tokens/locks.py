@@ -66,41 +66,53 @@ class DatabaseLock:
 
 class RedisLock:
     """
-    A redis-py lock through django-redis (`SET NX PX`, released by token).
+    A redis-py lock through django-redis (`SET NX PX`, released by token) in
+    front of a database lease, which is the authority.
 
-    While Redis is down (tokens.cache marks it), the same name is locked with
-    a database lease instead, so the token path keeps its single flight.
+    Waiters poll the Redis lock, which costs no database query; only its
+    winner then takes the database lease. A worker that finds Redis down
+    (tokens.cache marks it) takes the database lease alone, so workers that
+    disagree about whether Redis is up still never both hold the lock.
+    Refreshes are rare, so the lease's few queries cost little.
     """
 
     def __init__(self, name: str, ttl: float):
         self.name = name
         self.ttl = ttl
-        self._held = None
+        self._redis = None
+        self._lease = None
 
     def try_acquire(self) -> bool:
+        redis_lock = None
         if cache_available():
             try:
-                lock = cache.lock(f"lock:{self.name}", timeout=self.ttl, thread_local=False)
-                if lock.acquire(blocking=False):
-                    self._held = lock
-                    return True
-                return False
+                candidate = cache.lock(f"lock:{self.name}", timeout=self.ttl, thread_local=False)
+                if not candidate.acquire(blocking=False):
+                    return False
+                redis_lock = candidate
             except CACHE_ERRORS as error:
                 health.failed(error)
-        fallback = DatabaseLock(self.name, self.ttl)
-        if fallback.try_acquire():
-            self._held = fallback
-            return True
-        return False
+        lease = DatabaseLock(self.name, self.ttl)
+        if not lease.try_acquire():
+            if redis_lock is not None:
+                self._release_redis(redis_lock)
+            return False
+        self._redis, self._lease = redis_lock, lease
+        return True
 
     def release(self) -> None:
+        redis_lock, lease = self._redis, self._lease
+        self._redis = self._lease = None
+        if lease is not None:
+            lease.release()
+        if redis_lock is not None:
+            self._release_redis(redis_lock)
+
+    def _release_redis(self, redis_lock) -> None:
         from redis.exceptions import LockError
 
-        held, self._held = self._held, None
-        if held is None:
-            return
         try:
-            held.release()
+            redis_lock.release()
         except LockError:
             # The lease expired while we held it (a very slow upstream) and
             # someone else may hold it now: nothing of ours to release.

@@ -39,6 +39,7 @@ from tokenserver.errors import (
     NotFound,
     SecretDisabled,
     ServiceError,
+    TooManyFlushes,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -94,8 +95,8 @@ class Need:
     """
     Which token satisfies a request. Plain requests want a token not yet due
     for refresh (`lookahead` seconds ahead, for the refresher); flushes want
-    one fetched at or after `fetched_after`, or, with `rejected`, any token
-    but that one.
+    one fetched at or after `fetched_after`; with `rejected`, any token but
+    that one (a token the provider refused is never handed back).
     """
 
     fetched_after: float | None = None
@@ -110,10 +111,9 @@ class Need:
     def satisfied_by(self, snapshot: Snapshot | None, now: float) -> bool:
         if snapshot is None or not snapshot.alive(now):
             return False
-        if self.rejected is not None and not hmac.compare_digest(
-            snapshot.token.encode(), self.rejected.encode()
-        ):
-            return True  # already replaced: no upstream call
+        if self.rejected is not None:
+            # Already replaced: no upstream call. Still current: refresh.
+            return not hmac.compare_digest(snapshot.token.encode(), self.rejected.encode())
         if self.fetched_after is not None:
             return snapshot.fetched_at >= self.fetched_after
         return now + self.lookahead < snapshot.refresh_at
@@ -167,7 +167,7 @@ def token_get(
         snapshot = _from_entry(entry)
         if snapshot and snapshot.alive(now):
             if now >= snapshot.refresh_at and "src" not in entry:
-                _revalidate(realm_id, key, client)
+                _revalidate(realm_id, key, client, lock_ttl=entry.get("lt", 60.0))
             return TokenResult(snapshot.token, snapshot.expires_at, entry.get("src", "cache"))
 
     secret = _load_secret(realm_id, key)
@@ -180,7 +180,7 @@ def token_get(
         if snapshot and snapshot.alive(now):
             _cache_put(secret, stored, now)
             if now >= snapshot.refresh_at:
-                _revalidate(realm_id, key, client)
+                _revalidate(realm_id, key, client, lock_ttl=_lock_ttl(secret.realm))
             return TokenResult(snapshot.token, snapshot.expires_at, "database")
         # No token, or it expired: this request waits on the single flight.
         return _refresh(secret, Need(), trigger=trigger, client=client)
@@ -189,9 +189,28 @@ def token_get(
     found = _look_again(secret, now, need, stored=stored)
     if found:
         return found
+    if rejected is not None:
+        _refuse_early_rejection(secret, stored, now)
     if trigger == FetchLog.Trigger.REQUEST:
         trigger = FetchLog.Trigger.FLUSH
     return _refresh(secret, need, trigger=trigger, client=client)
+
+
+def _refuse_early_rejection(secret: Secret, stored: CachedToken | None, now: float) -> None:
+    """
+    A token reported as rejected within the realm's minimum interval after it
+    was fetched is not refreshed again (that is how a reporting loop would
+    burn the quota), and not handed back either: 429 until the interval ends.
+    """
+    if stored is None:
+        return
+    wait = _epoch(stored.fetched_at) + secret.realm.min_flush_interval - now
+    if wait > 0:
+        raise TooManyFlushes(
+            f"The token of {secret} was fetched {now - _epoch(stored.fetched_at):.0f} s ago; "
+            f"it may be refreshed again in {wait:.0f} s.",
+            retry_after=max(1, int(wait + 0.999)),
+        )
 
 
 def _load_secret(realm_id: str, key: str) -> Secret:
@@ -212,8 +231,8 @@ def _load_secret(realm_id: str, key: str) -> Secret:
     return secret
 
 
-def _cache_put(secret: Secret, stored: CachedToken, now: float) -> dict:
-    return token_cache.cache_write(
+def _cache_put(secret: Secret, stored: CachedToken, now: float) -> None:
+    token_cache.cache_write(
         secret.realm_id,
         secret.key,
         token=stored.token,
@@ -221,6 +240,7 @@ def _cache_put(secret: Secret, stored: CachedToken, now: float) -> dict:
         fetched_at=_epoch(stored.fetched_at),
         refresh_at=_epoch(stored.refresh_at(secret.realm.refresh_margin)),
         now=now,
+        lock_ttl=_lock_ttl(secret.realm),
     )
 
 
@@ -269,9 +289,13 @@ def _lock_name(secret_or_realm_id, key=None) -> str:
 
 
 def _call_budget(realm: Realm) -> float:
-    """The longest one refresh may take: every attempt's timeouts and backoffs."""
+    """
+    The longest one refresh may take: for every attempt, the wait for an
+    upstream slot (timeout) and the call itself (at most 2 × timeout: see
+    upstream.fetch), plus the backoffs between attempts.
+    """
     attempts = realm.max_retries + 1
-    return attempts * 2 * realm.timeout + realm.max_retries * RETRY_CAP
+    return attempts * 3 * realm.timeout + realm.max_retries * RETRY_CAP
 
 
 def _lock_ttl(realm: Realm) -> float:
@@ -317,16 +341,16 @@ _background: set[threading.Thread] = set()
 _background_lock = threading.Lock()
 
 
-def _revalidate(realm_id: str, key: str, client: str) -> None:
+def _revalidate(realm_id: str, key: str, client: str, *, lock_ttl: float) -> None:
     """
     Refresh a due token in the background, once: only the request that wins
     the secret's lock starts it; the others (and this one) return at once.
+    The lock, with the realm's usual lease, passes to the background thread.
     """
     backoff = f"revalidate:{realm_id}:{key}"
     if token_cache.flag_get(backoff):
         return
-    # A generous lease: the lock is held by the background thread.
-    lock = lock_for(_lock_name(realm_id, key), ttl=3600)
+    lock = lock_for(_lock_name(realm_id, key), ttl=lock_ttl)
     if not lock.try_acquire():
         return
     thread = threading.Thread(
@@ -435,6 +459,27 @@ def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResul
     guards.record_success(realm)
     now = time.time()
     expires_at = sent_at + fetched.lifetime
+    result = TokenResult(
+        fetched.token,
+        expires_at,
+        "upstream",
+        http_status=fetched.http_status,
+        lifetime=fetched.lifetime,
+    )
+    _log_attempt(
+        secret,
+        trigger=trigger,
+        client=client,
+        outcome=FetchLog.Outcome.OK,
+        http_status=fetched.http_status,
+        duration_ms=fetched.duration_ms,
+        lifetime=int(fetched.lifetime),
+    )
+    if _changed_meanwhile(secret):
+        # Disabled, deleted or given new credentials while we fetched: the
+        # caller asked before that and gets its token, but it is not kept.
+        logger.warning("%s changed during the fetch; its token is not kept", secret)
+        return result
     stored = CachedToken(
         secret=secret,
         token=fetched.token,
@@ -445,27 +490,26 @@ def _fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResul
     # from Redis while the writes wait in the outbox.
     _cache_put(secret, stored, now)
     outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
-    _log_attempt(
-        secret,
-        trigger=trigger,
-        client=client,
-        outcome=FetchLog.Outcome.OK,
-        http_status=fetched.http_status,
-        duration_ms=fetched.duration_ms,
-        lifetime=int(fetched.lifetime),
-    )
     logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
-    return TokenResult(
-        fetched.token,
-        expires_at,
-        "upstream",
-        http_status=fetched.http_status,
-        lifetime=fetched.lifetime,
-    )
+    return result
+
+
+def _changed_meanwhile(secret: Secret) -> bool:
+    """Whether the secret was changed (or deleted, or disabled) since it was loaded."""
+    try:
+        return not Secret.objects.filter(
+            pk=secret.pk, version=secret.version, enabled=True
+        ).exists()
+    except DatabaseError:
+        return False  # cannot tell: keep the token (the outbox stores it later)
 
 
 def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
-    """Persist a fetched token, unless a newer one is already stored."""
+    """
+    Persist a fetched token, unless a newer one is already stored (newer:
+    expiring later, which with equal lifetimes means requested later: the
+    one a provider such as WeChat issued last and keeps valid).
+    """
     with transaction.atomic():
         current = CachedToken.objects.select_for_update().filter(secret_id=secret_pk).first()
         if current is None:
@@ -473,7 +517,7 @@ def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
                 CachedToken.objects.create(
                     secret_id=secret_pk, token=token, expires_at=expires_at, fetched_at=fetched_at
                 )
-        elif current.fetched_at <= fetched_at:
+        elif current.expires_at <= expires_at:
             current.token, current.expires_at, current.fetched_at = token, expires_at, fetched_at
             current.save()
 

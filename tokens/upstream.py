@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from realms.models import Argument, Realm
 from realms.validators import compile_jsonpath, render_template
@@ -23,6 +24,9 @@ from secret_store.models import Secret
 
 #: Largest answer read from an upstream; a token answer is a few KB.
 MAX_RESPONSE_BYTES = 1_000_000
+
+#: Longest lifetime believed (one year): a bigger one is capped to it.
+MAX_LIFETIME = 365 * 86400.0
 
 #: Where an error code / message usually is, when the realm names no path.
 ERROR_CODE_FIELDS = ("errcode", "code", "error_code", "error")
@@ -215,8 +219,8 @@ class _Reader:
         if self.expires_at_path:
             found = _find(self.expires_at_path, document)
             try:
-                lifetime = _parse_moment(found[0]) - sent_at
-            except (IndexError, TypeError, ValueError):
+                lifetime = _finite(_parse_moment(found[0]) - sent_at)
+            except (IndexError, TypeError, ValueError, OverflowError):
                 reason = f"expires_at_path {self.expires_at_path} found no time"
                 raise self.failure(
                     "invalid_response", reason, status, document, duration_ms
@@ -230,11 +234,12 @@ class _Reader:
         found = _find(self.expires_in_path, document)
         try:
             lifetime = float(found[0])
-        except (IndexError, TypeError, ValueError):
+            if self.unit == Realm.ExpiresInUnit.MILLISECONDS:
+                lifetime /= 1000
+            lifetime = _finite(lifetime)
+        except (IndexError, TypeError, ValueError, OverflowError):
             reason = f"expires_in_path {self.expires_in_path} found no number"
             raise self.failure("invalid_response", reason, status, document, duration_ms) from None
-        if self.unit == Realm.ExpiresInUnit.MILLISECONDS:
-            lifetime /= 1000
         if lifetime <= 0:
             reason = f"lifetime {found[0]} is not positive"
             raise self.failure("invalid_response", reason, status, document, duration_ms)
@@ -270,13 +275,29 @@ def code_label(realm: Realm, document) -> str:
     return "error"
 
 
-def _read_body(response: requests.Response) -> bytes:
+def _read_body(response: requests.Response, deadline: float, timeout: float) -> bytes:
+    """
+    The answer's body, at most MAX_RESPONSE_BYTES, read before `deadline`
+    (requests' read timeout bounds each read, not the whole answer: an
+    upstream dripping bytes would otherwise hold the call, and the lock).
+    """
     body = b""
-    for chunk in response.iter_content(chunk_size=65536):
+    while True:
+        # read1: what has arrived (one socket read), so the deadline is checked
+        # between reads; iter_content would wait for a whole chunk.
+        try:
+            chunk = response.raw.read1(65536, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise requests.Timeout("read timed out") from None
+        except urllib3.exceptions.HTTPError:
+            raise requests.ConnectionError("connection broken") from None
+        if not chunk:
+            return body
         body += chunk
         if len(body) > MAX_RESPONSE_BYTES:
             raise ValueError("answer larger than 1 MB")
-    return body
+        if time.monotonic() > deadline:
+            raise requests.Timeout(f"answer not complete within {2 * timeout:g} s")
 
 
 def _parse_moment(value) -> float:
@@ -292,6 +313,17 @@ def _parse_moment(value) -> float:
             moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
     raise ValueError("not a time")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(lifetime: float) -> float:
+    """A lifetime the token path can work with: finite, capped at MAX_LIFETIME."""
+    if lifetime != lifetime or lifetime in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return min(lifetime, MAX_LIFETIME)
 
 
 def _retry_after(header: str | None) -> float | None:
@@ -338,7 +370,7 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
             stream=True,
         )
         with response:
-            raw = _read_body(response)
+            raw = _read_body(response, started + 2 * request.timeout, request.timeout)
     except requests.Timeout:
         raise UpstreamFailure(
             "timeout",
@@ -360,8 +392,8 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
     duration_ms = elapsed_ms()
     status = response.status_code
     try:
-        document = json.loads(raw)
-    except ValueError:
+        document = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         document = None
 
     if not 200 <= status < 300:

@@ -1,6 +1,8 @@
 """Pieces every API module uses: the seed's list envelope and its paging."""
 
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 #: Largest page a list returns, whatever pageSize asks for.
@@ -33,3 +35,13 @@ def paginated(queryset, params: dict, to_dict) -> Response:
 def enveloped(data, *, status=200) -> Response:
     """A single object in the seed's envelope (the answer to its POSTs)."""
     return Response({"data": data, "success": "ok"}, status=status)
+
+
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser, with absurdly deep nesting a 400 instead of a RecursionError."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply.") from None

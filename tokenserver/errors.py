@@ -41,6 +41,13 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class TooManyFlushes(ServiceError):
+    """A refresh was forced again inside the realm's minimum interval (429)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_flushes"
+
+
 class SecretDisabled(ServiceError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "secret_disabled"

@@ -152,6 +152,11 @@ else:
         }
     }
 
+# Without Redis every process has its own cache: its entries live at most this
+# many seconds, so a secret disabled, deleted or flushed through one process
+# reaches the others within that time (each re-reads the database).
+TOKENSERVER_LOCAL_CACHE_TTL = env.float("TOKENSERVER_LOCAL_CACHE_TTL", default=5.0)
+
 # Which single-flight lock the token path uses: "redis" needs REDIS_URL,
 # "database" works everywhere (across processes on SQLite too).
 TOKENSERVER_LOCK_BACKEND = env.str(
@@ -190,7 +195,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "tokenserver.api.SafeJSONParser",
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "tokenserver.errors.api_exception_handler",
@@ -208,13 +213,23 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        # Query strings carry credentials (WeChat) and reported tokens.
+        "redact_query_strings": {"()": "tokenserver.logging.RedactQueryStrings"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_query_strings"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
-        # urllib3 logs request lines with their query string at DEBUG, and
-        # WeChat's credentials travel in the query: keep it quiet.
-        "urllib3": {"level": "WARNING"},
+        # urllib3 logs URLs with their query string (at DEBUG, and at WARNING
+        # on a malformed answer), and WeChat's credentials travel there.
+        "urllib3": {"level": "ERROR"},
+        # The development server's request lines go through the filter too.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
