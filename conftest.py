@@ -124,6 +124,16 @@ def _clear_cache():
 
 
 @pytest.fixture(autouse=True)
+def _loopback_upstreams(settings):
+    """The fake upstream listens on 127.0.0.1, which production refuses by default."""
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+#: The same, for the server processes tests start.
+CHILD_ENV = {"TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # PBKDF2 at full strength costs ~0.3 s per HTTP Basic request.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -127,6 +127,8 @@ def main():
             "CACHE_KEY_PREFIX": f"tokenserver-bench-{os.getpid()}",
             "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "tokenserver.settings",
+            # The fake upstream listens on the loopback.
+            "TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
     )
     for command in (["migrate"], ["collectstatic"]):

@@ -11,11 +11,11 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from clients.scopes import REALM_READ, REALM_WRITE
 from realms.models import Argument, Realm
 from realms.services import CONFIG_FIELDS, realm_delete, realm_upsert
-from tokenserver.api import PageQuerySerializer, enveloped, paginated, parse_query
+from tokenserver.api import PageQuerySerializer, ScopedAPIView, enveloped, paginated, parse_query
 
 
 class UpperChoiceField(serializers.ChoiceField):
@@ -108,8 +108,10 @@ def _write(request, realm_id: str, *, partial: bool):
     return realm_upsert(realm_id, data, partial=partial)
 
 
-class RealmListView(APIView):
+class RealmListView(ScopedAPIView):
     """List realms (newest updated first; `keyword` matches comment or id), or upsert one."""
+
+    scopes = {"GET": REALM_READ, "POST": REALM_WRITE}
 
     def get(self, request):
         params = parse_query(RealmQuerySerializer, request)
@@ -124,8 +126,10 @@ class RealmListView(APIView):
         return enveloped(realm_to_dict(realm), status=201 if created else 200)
 
 
-class RealmDetailView(APIView):
+class RealmDetailView(ScopedAPIView):
     """One realm: read, replace (PUT), update in part (PATCH) or delete."""
+
+    scopes = {"GET": REALM_READ, "PUT": REALM_WRITE, "PATCH": REALM_WRITE, "DELETE": REALM_WRITE}
 
     def get(self, request, realm_id):
         realm = get_object_or_404(Realm.objects.prefetch_related("arguments"), pk=realm_id)

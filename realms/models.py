@@ -11,6 +11,7 @@ from realms.validators import (
     validate_success_conditions,
     validate_template,
 )
+from tokens import netguard
 
 
 class Realm(models.Model):
@@ -165,7 +166,14 @@ class Realm(models.Model):
         if self.kind == self.Kind.CODE and not self.code_url:
             errors["code_url"] = "A realm of kind code needs code_url."
         if self.kind == self.Kind.CONFIG and not self.token_path:
-            errors["token_path"] = "A realm of kind config needs token_path."  # noqa: S105
+            errors["token_path"] = "A realm of kind config needs token_path."
+        for field in ("url", "code_url"):
+            value = getattr(self, field)
+            if value and field not in errors:
+                try:
+                    netguard.check_url(value)
+                except netguard.RefusedDestination as refusal:
+                    errors[field] = str(refusal)
         if errors:
             raise ValidationError(errors)
 

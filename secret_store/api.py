@@ -9,11 +9,11 @@ Values are write-only: answers say whether each is set ("******") or not
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from clients.scopes import REALM_READ, SECRET_WRITE
 from secret_store.models import VALUE_FIELDS, Secret
 from secret_store.services import secret_delete, secret_upsert
-from tokenserver.api import PageQuerySerializer, enveloped, paginated, parse_query
+from tokenserver.api import PageQuerySerializer, ScopedAPIView, enveloped, paginated, parse_query
 
 MASK = "******"
 
@@ -79,8 +79,10 @@ def _write(request, realm_id=None, key=None, *, replace=False, partial=False):
     return secret_upsert(realm_id, key, data, replace=replace)
 
 
-class SecretListView(APIView):
+class SecretListView(ScopedAPIView):
     """List secrets (optionally of one realm), or create/update one."""
+
+    scopes = {"GET": REALM_READ, "POST": SECRET_WRITE}
 
     def get(self, request):
         params = parse_query(SecretQuerySerializer, request)
@@ -94,8 +96,10 @@ class SecretListView(APIView):
         return enveloped(secret_to_dict(secret), status=201 if created else 200)
 
 
-class SecretDetailView(APIView):
+class SecretDetailView(ScopedAPIView):
     """One secret: read (masked), replace (PUT), update in part (PATCH) or delete."""
+
+    scopes = {"GET": REALM_READ, "PUT": SECRET_WRITE, "PATCH": SECRET_WRITE, "DELETE": SECRET_WRITE}
 
     def get(self, request, realm_id, key):
         return Response(secret_to_dict(get_object_or_404(Secret, realm_id=realm_id, key=key)))

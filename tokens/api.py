@@ -1,11 +1,18 @@
-"""`GET /api/token?realm=…&key=…&flush=false`: the seed's token endpoint."""
+"""
+`GET /api/token?realm=…&key=…&flush=false`: the seed's token endpoint; the
+operator's test fetch; and the fetch log for auditors.
+"""
 
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from clients.authentication import ClientUser
+from clients.scopes import LOG_READ, REALM_WRITE, TOKEN_FLUSH, TOKEN_READ
+from clients.throttles import ClientTokenRateThrottle
+from tokens.models import FetchLog
 from tokens.services import token_get, token_test_fetch
-from tokenserver.api import parse_query
+from tokenserver.api import PageQuerySerializer, ScopedAPIView, paginated, parse_query
 
 
 class TokenQuerySerializer(serializers.Serializer):
@@ -15,20 +22,37 @@ class TokenQuerySerializer(serializers.Serializer):
     rejected = serializers.CharField(max_length=16384, required=False, trim_whitespace=False)
 
 
-class TokenView(APIView):
+class TokenView(ScopedAPIView):
     """
     A valid token for one secret: `{"token", "expires_in", "source"}`, with
-    `expires_in` the remaining lifetime in milliseconds.
+    `expires_in` the remaining lifetime in milliseconds. Clients need
+    `token:read` (and `token:flush` to flush) and a pattern allowing the secret.
     """
+
+    throttle_classes = [ClientTokenRateThrottle]
+
+    def required_scope(self, request):
+        forced = request.query_params.get("rejected") or request.query_params.get(
+            "flush", ""
+        ).lower() in ("true", "1", "yes", "on")
+        return TOKEN_FLUSH if forced else TOKEN_READ
 
     def get(self, request):
         params = parse_query(TokenQuerySerializer, request)
+        user = request.user
+        if isinstance(user, ClientUser):
+            if params["flush"] and not user.has_scope(TOKEN_FLUSH):
+                raise PermissionDenied(f"This call needs the scope {TOKEN_FLUSH}.")
+            if not user.may_read(params["realm"], params["key"]):
+                raise PermissionDenied(
+                    "This client's allowed patterns do not cover this realm and key."
+                )
         result = token_get(
             params["realm"],
             params["key"],
             flush=params["flush"],
             rejected=params.get("rejected"),
-            client=request.user.get_username(),
+            client=user.get_username(),
         )
         response = Response(
             {"token": result.token, "expires_in": result.expires_in_ms(), "source": result.source}
@@ -42,11 +66,13 @@ class TestFetchSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=100)
 
 
-class TestFetchView(APIView):
+class TestFetchView(ScopedAPIView):
     """
     `POST /api/realm/<id>/test` with `{"key": …}`: a real fetch for one secret,
     stored like any other; answers what the upstream said and the token masked.
     """
+
+    scopes = {"POST": REALM_WRITE}
 
     def post(self, request, realm_id):
         serializer = TestFetchSerializer(data=request.data)
@@ -55,3 +81,40 @@ class TestFetchView(APIView):
             realm_id, serializer.validated_data["key"], client=request.user.get_username()
         )
         return Response(outcome)
+
+
+class FetchLogQuerySerializer(PageQuerySerializer):
+    realm = serializers.CharField(required=False, max_length=50)
+    key = serializers.CharField(required=False, max_length=100)
+    outcome = serializers.ChoiceField(choices=FetchLog.Outcome.choices, required=False)
+    trigger = serializers.ChoiceField(choices=FetchLog.Trigger.choices, required=False)
+
+
+def fetchlog_to_dict(log: FetchLog) -> dict:
+    return {
+        "realm": log.realm,
+        "key": log.key,
+        "trigger": log.trigger,
+        "outcome": log.outcome,
+        "http_status": log.http_status,
+        "error_code": log.error_code,
+        "error_message": log.error_message,
+        "duration_ms": log.duration_ms,
+        "lifetime": log.lifetime,
+        "client": log.client,
+        "created_at": log.created_at,
+    }
+
+
+class FetchLogView(ScopedAPIView):
+    """`GET /api/fetchlog?realm&key&outcome&trigger&page&pageSize`: the audit, newest first."""
+
+    scopes = {"GET": LOG_READ}
+
+    def get(self, request):
+        params = parse_query(FetchLogQuerySerializer, request)
+        logs = FetchLog.objects.all()
+        for name in ("realm", "key", "outcome", "trigger"):
+            if params.get(name):
+                logs = logs.filter(**{name: params[name]})
+        return paginated(logs, params, fetchlog_to_dict)

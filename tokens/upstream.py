@@ -21,6 +21,7 @@ import urllib3
 from realms.models import Argument, Realm
 from realms.validators import compile_jsonpath, render_template
 from secret_store.models import Secret
+from tokens import netguard
 
 #: Largest answer read from an upstream; a token answer is a few KB.
 MAX_RESPONSE_BYTES = 1_000_000
@@ -90,6 +91,9 @@ def _session() -> requests.Session:
     if session is None:
         session = _sessions.session = requests.Session()
         session.trust_env = False  # no proxy or .netrc surprises from the environment
+        # Connections go only to allowed addresses (tokens.netguard).
+        session.mount("http://", netguard.GuardedAdapter())
+        session.mount("https://", netguard.GuardedAdapter())
     return session
 
 
@@ -378,6 +382,9 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
             duration_ms=elapsed_ms(),
         ) from None
     except requests.RequestException as exc:
+        refusal = netguard.find_refusal(exc)
+        if refusal is not None:
+            raise UpstreamFailure("rejected", str(refusal), duration_ms=elapsed_ms()) from None
         # str(exc) can hold the URL with its query string: name the kind only.
         raise UpstreamFailure(
             "unreachable",

@@ -1,9 +1,8 @@
 """Pieces every API module uses: the seed's list envelope and its paging."""
 
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 #: Largest page a list returns, whatever pageSize asks for.
 MAX_PAGE_SIZE = 100
@@ -37,11 +36,10 @@ def enveloped(data, *, status=200) -> Response:
     return Response({"data": data, "success": "ok"}, status=status)
 
 
-class SafeJSONParser(JSONParser):
-    """DRF's JSON parser, with absurdly deep nesting a 400 instead of a RecursionError."""
+class ScopedAPIView(APIView):
+    """An API view that names, per method, the scope a client needs (`scopes`)."""
 
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError("JSON parse error - nested too deeply.") from None
+    scopes: dict[str, str] = {}
+
+    def required_scope(self, request) -> str | None:
+        return self.scopes.get(request.method)

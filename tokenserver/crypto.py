@@ -24,15 +24,20 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-@lru_cache(maxsize=1)
-def _fernet() -> MultiFernet:
+def configured_keys() -> list[str]:
+    """The encryption keys, newest first (DEBUG without keys: one derived from SECRET_KEY)."""
     keys = list(settings.TOKENSERVER_ENCRYPTION_KEYS)
     if not keys:
         if not settings.DEBUG:
             raise ImproperlyConfigured("TOKENSERVER_ENCRYPTION_KEYS is not set.")
         digest = hashlib.sha256(settings.SECRET_KEY.encode()).digest()
         keys = [base64.urlsafe_b64encode(digest).decode()]
-    return MultiFernet([Fernet(key) for key in keys])
+    return keys
+
+
+@lru_cache(maxsize=1)
+def _fernet() -> MultiFernet:
+    return MultiFernet([Fernet(key) for key in configured_keys()])
 
 
 def _reset(*, setting, **kwargs):

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "clients",
     "realms",
     "secret_store",
     "tokens",
@@ -163,6 +164,33 @@ TOKENSERVER_LOCK_BACKEND = env.str(
     "TOKENSERVER_LOCK_BACKEND", default="redis" if REDIS_URL else "database"
 )
 
+# --- Clients and access tokens ------------------------------------------------
+TOKENSERVER_ACCESS_TOKEN_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_TTL", default=7200)
+TOKENSERVER_ACCESS_TOKEN_MAX_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_MAX_TTL", default=86400)
+TOKENSERVER_AUTH_FAILURES_PER_MINUTE = env.int("TOKENSERVER_AUTH_FAILURES_PER_MINUTE", default=10)
+
+# --- Upstream destinations ----------------------------------------------------
+# Loopback and private networks are refused as token endpoints unless listed
+# here (CIDRs); link-local and cloud metadata addresses are always refused.
+TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = env.list(
+    "TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS", default=[]
+)
+
+# --- HTTPS (production) ---------------------------------------------------------
+# Behind TLS, set TOKENSERVER_HTTPS=on: secure cookies, redirect to https,
+# HSTS for SECURE_HSTS_SECONDS (0: off).
+TOKENSERVER_HTTPS = env.bool("TOKENSERVER_HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = TOKENSERVER_HTTPS
+SECURE_SSL_REDIRECT = TOKENSERVER_HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if TOKENSERVER_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+if env.bool("TOKENSERVER_BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
 # --- Auth -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -187,15 +215,18 @@ STORAGES = {
 
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {
-    # Basic first: its WWW-Authenticate header makes a refusal a 401, not a 403.
+    # Apps: bearer access tokens. Staff: HTTP Basic or the console's session.
+    # A header-based scheme first: its WWW-Authenticate makes a refusal a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "clients.authentication.BearerAuthentication",
         "rest_framework.authentication.BasicAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_PERMISSION_CLASSES": ["clients.authentication.StaffOrScope"],
+    "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKENSERVER_TOKEN_RATE", default="6000/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "tokenserver.api.SafeJSONParser",
+        "tokenserver.parsers.SafeJSONParser",
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "tokenserver.errors.api_exception_handler",

@@ -4,9 +4,10 @@ from django.contrib import admin
 from django.urls import path
 from django.views import defaults
 
+from clients.api import AuthTokenView
 from realms.api import RealmDetailView, RealmListView
 from secret_store.api import SecretDetailView, SecretListView
-from tokens.api import TestFetchView, TokenView
+from tokens.api import FetchLogView, TestFetchView, TokenView
 from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
 
@@ -21,6 +22,8 @@ urlpatterns = [
     path("api/secret", SecretListView.as_view(), name="secret-list"),
     path("api/secret/<str:realm_id>/<str:key>", SecretDetailView.as_view(), name="secret-detail"),
     path("api/token", TokenView.as_view(), name="token"),
+    path("api/fetchlog", FetchLogView.as_view(), name="fetchlog"),
+    path("api/auth/token", AuthTokenView.as_view(), name="auth-token"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -25,7 +25,7 @@ from django.db import connection, connections
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from conftest import numbered_tokens
+from conftest import CHILD_ENV, numbered_tokens
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get
 
@@ -114,6 +114,7 @@ def gunicorn_server(tmp_path):
         "ALLOWED_HOSTS": "127.0.0.1",
         "TOKENSERVER_ENV_FILE": "",
         "LOG_LEVEL": "WARNING",
+        **CHILD_ENV,
     }
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL

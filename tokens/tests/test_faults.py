@@ -21,7 +21,7 @@ from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens
+from conftest import CHILD_ENV, RealmFactory, SecretFactory, numbered_tokens
 from tokens import cache as token_cache
 from tokens.models import CachedToken, FetchLog
 from tokens.outbox import outbox
@@ -235,6 +235,7 @@ def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
         "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
         "TOKENSERVER_LOCK_BACKEND": settings.TOKENSERVER_LOCK_BACKEND,
         "TOKENSERVER_ENV_FILE": "",
+        **CHILD_ENV,
     }
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL

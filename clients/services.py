@@ -1,0 +1,97 @@
+"""Clients: create, exchange credentials for access tokens, revoke."""
+
+import hmac
+
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from clients.access_tokens import access_token_issue, client_revoke_tokens
+from clients.models import Client
+from clients.scopes import validate_pattern, validate_scopes
+from tokenserver.errors import NotFound, ServiceError
+
+#: Compared against when the client does not exist, so a wrong id costs
+#: the same work as a wrong secret.
+_DUMMY_DIGEST = Client.digest("no such client")
+
+
+class InvalidClient(ServiceError):
+    status_code = 401
+    code = "invalid_client"
+
+
+class InvalidScope(ServiceError):
+    status_code = 400
+    code = "invalid_scope"
+
+
+class TooManyFailures(ServiceError):
+    status_code = 429
+    code = "too_many_failures"
+
+
+@transaction.atomic
+def client_create(name: str, *, scopes, allow=(), comment: str = "") -> tuple[Client, str]:
+    """A new client; returns it and its secret (shown once: only a digest is kept)."""
+    try:
+        scopes = validate_scopes(scopes)
+        allow = [validate_pattern(pattern) for pattern in allow]
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+    client = Client(name=name, scopes=scopes, allow=allow, comment=comment)
+    secret = client.set_secret()
+    client.full_clean(exclude=["client_id", "secret_digest"])
+    client.save()
+    return client, secret
+
+
+def client_get(client_id: str) -> Client:
+    client = Client.objects.filter(client_id=client_id).first()
+    if client is None:
+        raise NotFound(f"No client {client_id!r}.")
+    return client
+
+
+def _failures_key(address: str) -> str:
+    return f"authfail:{address}"
+
+
+def client_token_exchange(
+    client_id: str, client_secret: str, *, scope: str | None, address: str, limit: int
+):
+    """
+    The client credentials grant: an access token for a client that proves
+    its secret, with the scopes it asks for (a subset of its own; all of
+    them when it asks for none). Wrong credentials raise InvalidClient, the
+    same whether the client exists or not; more than `limit` failures a
+    minute from one address raise TooManyFailures.
+    """
+    failures = cache.get(_failures_key(address), 0)
+    if failures >= limit:
+        raise TooManyFailures("Too many failed attempts; try again in a minute.", retry_after=60)
+    client = Client.objects.filter(client_id=client_id).first() if client_id else None
+    digest = client.secret_digest if client is not None else _DUMMY_DIGEST
+    matches = hmac.compare_digest(digest, Client.digest(client_secret or ""))
+    if client is None or not matches or not client.enabled:
+        if not cache.add(_failures_key(address), 1, timeout=60):
+            try:
+                cache.incr(_failures_key(address))
+            except ValueError:
+                cache.set(_failures_key(address), 1, timeout=60)
+        raise InvalidClient("Client authentication failed.")
+    granted = list(client.scopes)
+    if scope:
+        asked = scope.split()
+        extra = sorted(set(asked) - set(granted))
+        if extra:
+            raise InvalidScope(f"This client may not have scope(s): {', '.join(extra)}.")
+        granted = [s for s in granted if s in asked]
+    return access_token_issue(client.client_id, granted, allow=client.allow)
+
+
+def client_revoke(client_id: str) -> Client:
+    """Revoke every access token a client holds now."""
+    client = client_get(client_id)
+    client_revoke_tokens(client.client_id)
+    return client

@@ -1,0 +1,171 @@
+"""
+Where the upstream client may connect (server-side request forgery guard).
+
+- only http and https;
+- link-local and cloud metadata addresses are always refused
+  (169.254.0.0/16, fe80::/10, fd00:ec2::/32, 100.100.100.200, …);
+- loopback, private, shared and reserved networks are refused unless listed
+  in TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS (CIDRs).
+
+The check runs on the *resolved* address, at save time (`check_url`) and at
+fetch time inside the connection itself (`GuardedAdapter`): the connection
+goes to the very address that was checked, so a DNS answer that changes in
+between (rebinding) cannot slip past it. TLS still verifies the hostname.
+"""
+
+import ipaddress
+import socket
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+ALWAYS_REFUSED = [
+    ipaddress.ip_network(network)
+    for network in (
+        "169.254.0.0/16",  # link-local, cloud metadata (AWS, GCP, Azure, …)
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::/32",  # AWS IMDS over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "0.0.0.0/8",
+        "::/128",
+        "224.0.0.0/4",  # multicast
+        "ff00::/8",
+    )
+]
+
+
+class RefusedDestination(OSError):
+    """The upstream's address is not one tokenserver may connect to."""
+
+
+@lru_cache(maxsize=1)
+def _allowed_networks():
+    return [
+        ipaddress.ip_network(network.strip(), strict=False)
+        for network in settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS
+        if network.strip()
+    ]
+
+
+def _reset(*, setting, **kwargs):
+    if setting == "TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS":
+        _allowed_networks.cache_clear()
+
+
+setting_changed.connect(_reset)
+
+
+def address_refusal(address: str) -> str | None:
+    """Why an IP address is refused, or None when it is allowed."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in ALWAYS_REFUSED):
+        return f"{ip} is a link-local or cloud metadata address"
+    if any(ip.version == network.version and ip in network for network in _allowed_networks()):
+        return None
+    if ip.is_loopback or ip.is_private or ip.is_reserved or ip.is_unspecified:
+        return (
+            f"{ip} is a loopback or private address "
+            "(allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS)"
+        )
+    return None
+
+
+def resolve_checked(host: str, port: int) -> str:
+    """Resolve `host` and return an address to connect to; every address must be allowed."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise OSError(f"cannot resolve {host}: {error.strerror}") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for address in addresses:
+        reason = address_refusal(address)
+        if reason:
+            raise RefusedDestination(f"upstream {host} refused: {reason}")
+    return addresses[0]
+
+
+def check_url(url: str, *, resolve: bool = True) -> None:
+    """
+    Raise RefusedDestination if `url` may not be fetched. A hostname that does
+    not resolve now passes (it is checked again when fetched).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise RefusedDestination("only http and https upstreams are allowed")
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not resolve:
+            return
+        try:
+            resolve_checked(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except RefusedDestination:
+            raise
+        except OSError:
+            return
+        return
+    reason = address_refusal(host)
+    if reason:
+        raise RefusedDestination(f"upstream {host} refused: {reason}")
+
+
+class _GuardedConnectionMixin:
+    def _new_conn(self):
+        # Connect to the address that was checked, not to a second lookup.
+        checked = resolve_checked(self._dns_host, self.port)
+        original, self._dns_host = self._dns_host, checked
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = original
+
+
+class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections go only to allowed addresses."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": GuardedHTTPConnectionPool,
+            "https": GuardedHTTPSConnectionPool,
+        }
+
+
+def find_refusal(error: BaseException, depth: int = 0) -> RefusedDestination | None:
+    """The RefusedDestination inside a requests/urllib3 error chain, if any."""
+    if isinstance(error, RefusedDestination):
+        return error
+    if depth > 8 or error is None:
+        return None
+    nested = [error.__cause__, error.__context__, getattr(error, "reason", None)]
+    nested += [arg for arg in getattr(error, "args", ()) if isinstance(arg, BaseException)]
+    for inner in nested:
+        if isinstance(inner, BaseException):
+            found = find_refusal(inner, depth + 1)
+            if found:
+                return found
+    return None
