@@ -3,7 +3,7 @@ import hmac
 import secrets
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 from clients.scopes import SCOPES, validate_pattern, validate_scopes
 
@@ -60,7 +60,27 @@ class Client(models.Model):
     def save(self, *args, **kwargs):
         if not self.client_id:
             self.client_id = f"ts_{secrets.token_hex(12)}"
+        narrowed = not self._state.adding and getattr(self, "_loaded_rights", None) not in (
+            None,
+            self.rights(),
+        )
         super().save(*args, **kwargs)
+        self._loaded_rights = self.rights()
+        if narrowed:
+            # Tokens carry the rights they were issued with: changed rights
+            # (or a disabled client) revoke the tokens issued before.
+            from clients.access_tokens import client_revoke_tokens
+
+            transaction.on_commit(lambda: client_revoke_tokens(self.client_id))
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_rights = instance.rights()
+        return instance
+
+    def rights(self) -> tuple:
+        return (tuple(self.scopes), tuple(self.allow), self.enabled)
 
     @staticmethod
     def digest(secret: str) -> str:

@@ -140,3 +140,66 @@ def test_no_secret_or_token_in_logs_or_answers(api, upstream, caplog):
         assert value not in logged
         for answer in answers:
             assert value not in answer.content.decode()
+
+
+def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog, client):
+    """Issue 5: every client flow with DEBUG logging; the sensitive values appear nowhere."""
+    from clients.access_tokens import access_token_revoke
+    from clients.services import client_create
+
+    caplog.set_level(logging.DEBUG)
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    app, client_secret = client_create(
+        "app", scopes=["token:read", "token:flush", "log:read"], allow=["wxgzh/*"]
+    )
+    from conftest import ArgumentFactory, RealmFactory, SecretFactory
+
+    realm = RealmFactory(id="wxgzh", url=upstream.url("/cgi-bin/token"), min_flush_interval=0)
+    ArgumentFactory(realm=realm, name="secret", value="$key_2")
+    SecretFactory(realm=realm, key="s", key_2="upstream-app-secret-42")
+
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    answers = []
+    answers.append(
+        api.post(
+            "/api/auth/token",
+            {
+                "grant_type": "client_credentials",
+                "client_id": app.client_id,
+                "client_secret": client_secret,
+            },
+            format="json",
+        )
+    )
+    answers.append(
+        api.post(
+            "/api/auth/token",
+            {
+                "grant_type": "client_credentials",
+                "client_id": app.client_id,
+                "client_secret": client_secret + "x",
+            },
+            format="json",
+        )
+    )
+    access_token = answers[0].json()["access_token"]
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
+    upstream_token = api.get("/api/token?realm=wxgzh&key=s").json()["token"]
+    answers.append(api.get("/api/token?realm=wxgzh&key=s&flush=true"))
+    answers.append(api.get(f"/api/token?realm=wxgzh&key=s&rejected={upstream_token}"))
+    answers.append(api.get("/api/fetchlog"))
+    answers.append(api.get("/api/realm"))  # 403: no realm:read
+    access_token_revoke(access_token)
+    answers.append(api.get("/api/token?realm=wxgzh&key=s"))  # 401 revoked
+
+    logged = caplog.text + " ".join(str(record.__dict__) for record in caplog.records)
+    # Never logged, never in an answer (answers[0] hands out the access token, by design).
+    for value in (client_secret, access_token, "upstream-app-secret-42"):
+        assert value not in logged
+        for answer in answers[1:]:
+            assert value not in answer.content.decode()
+    # Upstream tokens go to the app that asked, and nowhere else.
+    for value in (upstream_token, "TOKEN-2", "TOKEN-3"):
+        assert value not in logged

@@ -92,3 +92,26 @@ def test_mysql_uses_utf8mb4_and_persistent_connections():
     )
 
     assert result.stdout.split() == ["utf8mb4", "60", "True"], result.stderr
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    import secrets
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=settings.BASE_DIR,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("DEBUG",)},
+            "TOKENSERVER_ENV_FILE": "",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "TOKENSERVER_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "TOKENSERVER_HTTPS": "on",
+            "ALLOWED_HOSTS": "tokens.example.com",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout

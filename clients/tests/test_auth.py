@@ -1,0 +1,359 @@
+"""
+Issue 5: clients exchange credentials for access tokens, and use them with
+the rights their scopes and patterns give, and no others.
+"""
+
+import base64
+import statistics
+import time
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from clients.access_tokens import access_token_issue, access_token_revoke, revocations
+from clients.services import client_create
+from tokens.services import token_get
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_revocations():
+    revocations.invalidate()
+
+
+@pytest.fixture
+def make_client():
+    def make(*scopes, allow=("wxgzh/*",), name="app"):
+        return client_create(name, scopes=list(scopes), allow=list(allow))
+
+    return make
+
+
+def bearer(token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def exchange(client_id, secret, how="basic", **extra):
+    api = APIClient()
+    if how == "basic":
+        encoded = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        api.credentials(HTTP_AUTHORIZATION=f"Basic {encoded}")
+        return api.post(
+            "/api/auth/token", {"grant_type": "client_credentials", **extra}, format="json"
+        )
+    body = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    body.update(extra)
+    if how == "json":
+        return api.post("/api/auth/token", body, format="json")
+    return api.post(
+        "/api/auth/token",
+        "&".join(f"{k}={v}" for k, v in body.items()),
+        content_type="application/x-www-form-urlencoded",
+    )
+
+
+# --- The client credentials grant -------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["basic", "form", "json"])
+def test_exchange_credentials_for_an_access_token(make_client, how):
+    client, secret = make_client("token:read", "realm:read")
+
+    response = exchange(client.client_id, secret, how)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert body["token_type"] == "Bearer"
+    assert 7190 <= body["expires_in"] <= 7200
+    assert body["scope"] == "token:read realm:read"
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_a_subset_of_scopes_may_be_asked_for(make_client):
+    client, secret = make_client("token:read", "token:flush", "realm:read")
+
+    narrow = exchange(client.client_id, secret, "json", scope="token:read")
+    wider = exchange(client.client_id, secret, "json", scope="token:read secret:write")
+
+    assert narrow.json()["scope"] == "token:read"
+    assert wider.status_code == 400
+    assert wider.json()["error"] == "invalid_scope"
+
+
+def test_wrong_credentials_get_the_same_answer_whether_the_client_exists_or_not(make_client):
+    client, secret = make_client("token:read")
+
+    wrong_secret = exchange(client.client_id, "not-the-secret")
+    cache.clear() if not hasattr(cache, "delete_pattern") else cache.delete_pattern("authfail:*")
+    unknown = exchange("ts_doesnotexist", "whatever")
+
+    assert wrong_secret.status_code == unknown.status_code == 401
+    assert wrong_secret.json() == unknown.json()
+    assert wrong_secret.json()["error"] == "invalid_client"
+
+
+def test_wrong_credentials_take_similar_time_whether_the_client_exists_or_not(make_client):
+    client, _ = make_client("token:read")
+
+    def median_time(client_id):
+        samples = []
+        for _ in range(9):
+            started = time.perf_counter()
+            exchange(client_id, "wrong-secret")
+            samples.append(time.perf_counter() - started)
+            _clear_failures()
+        return statistics.median(samples)
+
+    existing, missing = median_time(client.client_id), median_time("ts_doesnotexist")
+
+    # Same work either way (one lookup, one digest comparison): no oracle.
+    assert abs(existing - missing) < 0.02
+
+
+def _clear_failures():
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("authfail:*")
+    else:
+        cache.clear()
+
+
+def test_repeated_failures_are_throttled(make_client, settings):
+    settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE = 3
+    client, secret = make_client("token:read")
+
+    statuses = [exchange(client.client_id, "wrong").status_code for _ in range(3)]
+    throttled = exchange(client.client_id, secret)  # even the right secret, from this address
+
+    assert statuses == [401, 401, 401]
+    assert throttled.status_code == 429
+    assert throttled.json()["error"] == "too_many_failures"
+    assert throttled["Retry-After"] == "60"
+
+
+def test_disabled_client_cannot_get_a_token(make_client):
+    client, secret = make_client("token:read")
+    client.enabled = False
+    client.save()
+
+    assert exchange(client.client_id, secret).status_code == 401
+
+
+def test_grant_type_must_be_client_credentials(make_client):
+    client, secret = make_client("token:read")
+
+    response = exchange(client.client_id, secret, "json", grant_type="password")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+# --- Using the access token: scopes and patterns --------------------------------------------
+
+
+@pytest.fixture
+def cached_token(upstream, wechat_secret):
+    upstream.reply("/cgi-bin/token", {"access_token": "WX-TOKEN", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+    return "WX-TOKEN"
+
+
+def test_client_reads_a_token_its_pattern_allows(make_client, cached_token):
+    client, secret = make_client("token:read", allow=("wxgzh/*",))
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    response = bearer(token).get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 200
+    assert response.json()["token"] == "WX-TOKEN"
+
+
+def test_hot_path_verifies_the_access_token_without_a_database_query(
+    make_client, cached_token, django_assert_num_queries
+):
+    client, _ = make_client("token:read")
+    token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
+    api = bearer(token)
+    api.get("/api/token?realm=wxgzh&key=wxgzh_secret")  # loads the revocation snapshot
+
+    with django_assert_num_queries(0):
+        response = api.get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.json()["source"] == "cache"
+
+
+@pytest.mark.parametrize("allow", [("other/*",), ("*/billing-*",), ("wxgzh/other",)])
+def test_client_outside_its_patterns_gets_403(make_client, cached_token, allow):
+    client, secret = make_client("token:read", allow=allow)
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    response = bearer(token).get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 403
+    assert "WX-TOKEN" not in response.content.decode()
+    assert "patterns" in response.json()["detail"]
+
+
+def test_patterns_with_wildcards_on_both_sides(make_client, upstream):
+    from conftest import RealmFactory, SecretFactory
+
+    realm = RealmFactory(id="shop", url=upstream.url())
+    SecretFactory(realm=realm, key="billing-eu")
+    upstream.reply("/token", {"access_token": "T", "expires_in": 60})
+    client, secret = make_client("token:read", allow=("*/billing-*",))
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    assert bearer(token).get("/api/token?realm=shop&key=billing-eu").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "body", "missing"),
+    [
+        (
+            ("token:read",),
+            "get",
+            "/api/token?realm=wxgzh&key=wxgzh_secret&flush=true",
+            None,
+            "token:flush",
+        ),
+        (("token:read",), "get", "/api/realm", None, "realm:read"),
+        (("realm:read",), "post", "/api/realm", {"id": "x"}, "realm:write"),
+        (("realm:read",), "delete", "/api/realm/wxgzh", None, "realm:write"),
+        (("realm:read",), "post", "/api/secret", {"realm": "wxgzh", "key": "k"}, "secret:write"),
+        (("token:read",), "get", "/api/fetchlog", None, "log:read"),
+        (("token:read",), "post", "/api/realm/wxgzh/test", {"key": "wxgzh_secret"}, "realm:write"),
+    ],
+)
+def test_each_call_needs_its_scope(make_client, cached_token, scopes, method, path, body, missing):
+    client, secret = make_client(*scopes)
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    response = getattr(bearer(token), method)(path, body, format="json")
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "permission_denied"
+    assert missing in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "body"),
+    [
+        (
+            ("token:read", "token:flush"),
+            "get",
+            "/api/token?realm=wxgzh&key=wxgzh_secret&flush=true",
+            None,
+        ),
+        (("realm:read",), "get", "/api/realm", None),
+        (("realm:read",), "get", "/api/secret", None),
+        (("realm:write",), "post", "/api/realm", {"id": "new-realm"}),
+        (("secret:write",), "post", "/api/secret", {"realm": "wxgzh", "key": "k2"}),
+        (("log:read",), "get", "/api/fetchlog", None),
+    ],
+)
+def test_the_scope_opens_the_call(make_client, cached_token, scopes, method, path, body):
+    client, secret = make_client(*scopes)
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    response = getattr(bearer(token), method)(path, body, format="json")
+
+    assert response.status_code in (200, 201), response.content
+
+
+def test_fetch_log_api_lists_attempts_for_auditors(make_client, cached_token):
+    client, secret = make_client("log:read")
+    token = exchange(client.client_id, secret).json()["access_token"]
+
+    body = bearer(token).get("/api/fetchlog?realm=wxgzh&outcome=ok").json()
+
+    assert body["data"]["total"] == 1
+    row = body["data"]["list"][0]
+    assert (row["realm"], row["key"], row["outcome"], row["trigger"]) == (
+        "wxgzh",
+        "wxgzh_secret",
+        "ok",
+        "request",
+    )
+    assert "WX-TOKEN" not in str(body)
+
+
+def test_staff_keep_working_by_session_and_basic(api, cached_token):
+    assert api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code == 200
+
+
+# --- Access tokens: expiry, tampering, keys, revocation -------------------------------------
+
+
+def test_expired_access_token_is_refused(make_client, cached_token):
+    client, _ = make_client("token:read")
+    token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"], ttl=1)
+    time.sleep(1.1)
+
+    response = bearer(token).get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Access token expired."
+
+
+def test_tampered_access_token_is_refused(make_client, cached_token):
+    client, _ = make_client("token:read")
+    token, _ = access_token_issue(client.client_id, ["token:read"], allow=["*/*"])
+    tampered = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
+
+    response = bearer(tampered).get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Access token bad signature."
+
+
+def test_revoked_access_token_is_refused_at_once(make_client, cached_token):
+    client, _ = make_client("token:read")
+    token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
+    api = bearer(token)
+    assert api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code == 200
+
+    access_token_revoke(token)
+
+    assert api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code == 401
+
+
+def test_narrowing_a_clients_rights_revokes_its_tokens(
+    make_client, cached_token, django_capture_on_commit_callbacks
+):
+    client, _ = make_client("token:read", "realm:read")
+    token, _ = access_token_issue(client.client_id, client.scopes, allow=client.allow)
+    api = bearer(token)
+    assert api.get("/api/realm").status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.scopes = ["token:read"]
+        client.save()
+
+    assert api.get("/api/realm").status_code == 401
+
+
+def test_token_endpoint_is_throttled_per_client(make_client, cached_token, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"token": "3/min"},
+    }
+    from clients.throttles import ClientTokenRateThrottle
+
+    ClientTokenRateThrottle.THROTTLE_RATES = {"token": "3/min"}
+    try:
+        client, _ = make_client("token:read")
+        token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
+        api = bearer(token)
+        statuses = [
+            api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code for _ in range(4)
+        ]
+    finally:
+        from rest_framework.settings import api_settings
+
+        ClientTokenRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+
+    assert statuses == [200, 200, 200, 429]

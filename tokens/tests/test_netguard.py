@@ -1,0 +1,150 @@
+"""
+Issue 5: upstream destinations. Refused at save time and, on the resolved
+address, at fetch time (a DNS answer that changes in between cannot pass).
+DNS answers for made-up names are faked: name resolution leaves the process.
+"""
+
+import socket
+
+import pytest
+
+from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tokens import netguard
+from tokens.models import FetchLog
+from tokens.services import token_get
+from tokenserver.errors import UpstreamError
+
+pytestmark = pytest.mark.django_db
+
+REAL_GETADDRINFO = socket.getaddrinfo
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """Answers for made-up hostnames; everything else resolves for real."""
+    answers = {}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            address = answers[host]
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+@pytest.fixture
+def no_private_networks(settings):
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/api/token",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[fe80::1]/token",
+    ],
+)
+def test_metadata_and_link_local_addresses_are_always_refused(api, url, settings):
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = ["0.0.0.0/0", "::/0"]
+
+    response = api.post("/api/realm", {"id": "evil", "config": {"url": url}}, format="json")
+
+    assert response.status_code == 400
+    assert "link-local or cloud metadata" in response.json()["fields"]["config.url"][0]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/token",
+        "http://10.0.0.5/token",
+        "http://192.168.1.1/t",
+        "http://[::1]/t",
+    ],
+)
+def test_loopback_and_private_networks_are_refused_unless_allowed(api, url, no_private_networks):
+    response = api.post("/api/realm", {"id": "internal", "config": {"url": url}}, format="json")
+
+    assert response.status_code == 400
+    assert "TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS" in response.json()["detail"]
+
+
+def test_allowed_networks_open_a_private_range(api, settings):
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+
+    response = api.post(
+        "/api/realm", {"id": "internal", "config": {"url": "http://10.0.0.5/token"}}, format="json"
+    )
+
+    assert response.status_code == 201
+
+
+def test_hostname_resolving_to_loopback_is_refused(api, no_private_networks):
+    # localhost resolves to 127.0.0.1 (or ::1) for real.
+    response = api.post(
+        "/api/realm", {"id": "local", "config": {"url": "http://localhost:9/token"}}, format="json"
+    )
+
+    assert response.status_code == 400
+
+
+def test_hostname_resolving_to_the_metadata_address_is_refused(api, dns):
+    dns["metadata.example.test"] = "169.254.169.254"
+
+    response = api.post(
+        "/api/realm",
+        {"id": "evil", "config": {"url": "http://metadata.example.test/latest"}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+
+
+def test_code_url_is_checked_too(api, no_private_networks):
+    response = api.post(
+        "/api/realm", {"id": "fn", "logic_code": "http://127.0.0.1:9/fn"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "config.code_url" in response.json()["fields"]
+
+
+def test_dns_rebinding_at_fetch_time_is_refused(dns, upstream, settings):
+    # Saved while the name pointed at a public address ...
+    dns["rebind.example.test"] = "93.184.216.34"
+    realm = RealmFactory(url=f"http://rebind.example.test:{upstream.port}/token")
+    realm.full_clean()
+    ArgumentFactory(realm=realm, name="secret", value="$key_2")
+    secret = SecretFactory(realm=realm)
+    # ... then it answers with the loopback, where a private service listens.
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = []
+    dns["rebind.example.test"] = "127.0.0.1"
+
+    with pytest.raises(UpstreamError) as raised:
+        token_get(realm.id, secret.key)
+
+    assert "127.0.0.1 is a loopback or private address" in raised.value.detail
+    assert upstream.requests == []  # nothing was sent there
+    log = FetchLog.objects.get()
+    assert log.outcome == "rejected"
+
+
+def test_fetch_to_a_metadata_address_saved_before_the_rules_is_refused(dns, upstream):
+    realm = RealmFactory(url="http://169.254.169.254/latest")  # bypasses clean(), as old data would
+
+    with pytest.raises(UpstreamError) as raised:
+        token_get(realm.id, SecretFactory(realm=realm).key)
+
+    assert "link-local or cloud metadata" in raised.value.detail
+
+
+def test_address_refusal_rules():
+    assert netguard.address_refusal("8.8.8.8") is None
+    assert netguard.address_refusal("169.254.169.254")
+    assert netguard.address_refusal("::ffff:169.254.169.254")  # IPv4-mapped
+    assert netguard.address_refusal("172.16.0.1")
