@@ -75,7 +75,7 @@ def children(pid):
         return []
 
 
-def http_load(port, path, cookie, threads, per_thread):
+def http_load(port, path, headers, threads, per_thread):
     """`threads` clients, each sending `per_thread` requests on one keep-alive connection."""
     latencies, errors = [], []
     lock = threading.Lock()
@@ -87,7 +87,7 @@ def http_load(port, path, cookie, threads, per_thread):
         barrier.wait()
         for _ in range(per_thread):
             started = time.perf_counter()
-            connection.request("GET", path, headers={"Cookie": cookie})
+            connection.request("GET", path, headers=headers)
             response = connection.getresponse()
             response.read()
             mine.append(time.perf_counter() - started)
@@ -142,14 +142,14 @@ def main():
 
     django.setup()
     from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
+    from clients.access_tokens import access_token_issue
+    from clients.services import client_create
     from realms.models import Argument, Realm
     from secret_store.models import Secret
     from tokens.models import FetchLog
     from tokens.services import token_get
-    from tokens.testing import FakeUpstream, numbered_tokens
+    from tokens.testing import FakeUpstream, gunicorn_command, numbered_tokens
 
     upstream = FakeUpstream()
     upstream.reply_with("/token", numbered_tokens(delay=0.2))
@@ -160,10 +160,10 @@ def main():
     for name in ("hot", "cold"):
         Secret.objects.filter(realm=realm, key=name).delete()
         Secret.objects.create(realm=realm, key=name, key_1="bench-app-id")
-    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
-    client = Client()
-    client.force_login(user)
-    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    # An app's bearer access token, as apps call it (verified without a query).
+    app, _ = client_create("bench", scopes=["token:read", "realm:read"], allow=["bench/*"])
+    access_token, _ = access_token_issue(app.client_id, app.scopes, allow=app.allow, ttl=3600)
+    headers = {"Authorization": f"Bearer {access_token}"}
 
     print(
         f"tokenserver bench: database {settings.DATABASES['default']['ENGINE'].split('.')[-1]}, "
@@ -190,18 +190,7 @@ def main():
     }
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "tokenserver.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--worker-class",
-            "gthread",
+            *gunicorn_command(port, workers=args.workers, threads=args.threads),
             "--log-level",
             "warning",
         ],
@@ -213,25 +202,29 @@ def main():
         while True:
             try:
                 probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/api/realm/bench", headers={"Cookie": cookie})
+                probe.request("GET", "/api/realm/bench", headers=headers)
                 probe.getresponse().read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise SystemExit("gunicorn did not start") from None
                 time.sleep(0.2)
-        http_load(port, "/api/token?realm=bench&key=hot", cookie, args.concurrency, 20)  # warm-up
+        http_load(port, "/api/token?realm=bench&key=hot", headers, args.concurrency, 20)  # warm-up
         latencies, elapsed, errors = http_load(
-            port, "/api/token?realm=bench&key=hot", cookie, args.concurrency, args.per_thread
+            port, "/api/token?realm=bench&key=hot", headers, args.concurrency, args.per_thread
         )
-        print(summary(f"GET /api/token, cached ({args.concurrency} clients)", latencies, elapsed))
+        print(
+            summary(
+                f"GET /api/token, cached, bearer ({args.concurrency} clients)", latencies, elapsed
+            )
+        )
         if errors:
             print(f"  errors: {len(errors)} (statuses {sorted(set(errors))})")
 
         # 3. Cold herd.
         calls_before = len(upstream.calls("/token"))
         latencies, elapsed, errors = http_load(
-            port, "/api/token?realm=bench&key=cold", cookie, 100, 1
+            port, "/api/token?realm=bench&key=cold", headers, 100, 1
         )
         calls = len(upstream.calls("/token")) - calls_before
         print(summary("cold herd, 100 concurrent requests", latencies, elapsed))

@@ -124,3 +124,23 @@ def sequence(*answers):
         return status, payload, answer[2] if len(answer) > 2 else 0.0
 
     return route
+
+
+def gunicorn_command(port: int, *, workers: int, threads: int) -> list[str]:
+    """tokenserver under gunicorn (threads per worker), as the tests and the benchmark run it."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "tokenserver.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread",
+    ]

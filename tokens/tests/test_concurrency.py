@@ -11,7 +11,6 @@ or MariaDB + Redis + Redis lock.
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from rest_framework.test import APIClient
 from conftest import CHILD_ENV, numbered_tokens
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get
+from tokens.testing import gunicorn_command
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -120,20 +120,7 @@ def gunicorn_server(tmp_path):
         env["REDIS_URL"] = settings.REDIS_URL
     log = (tmp_path / "gunicorn.log").open("w+")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "tokenserver.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "4",
-            "--threads",
-            "25",
-            "--worker-class",
-            "gthread",
-        ],
+        gunicorn_command(port, workers=4, threads=25),
         cwd=BASE_DIR,
         env=env,
         stdout=log,
