@@ -142,6 +142,7 @@ def main():
 
     django.setup()
     from django.conf import settings
+    from django.utils import timezone
 
     from clients.access_tokens import access_token_issue
     from clients.services import client_create
@@ -223,14 +224,17 @@ def main():
 
         # 3. Cold herd.
         calls_before = len(upstream.calls("/token"))
+        herd_started = timezone.now()
         latencies, elapsed, errors = http_load(
             port, "/api/token?realm=bench&key=cold", headers, 100, 1
         )
         calls = len(upstream.calls("/token")) - calls_before
         print(summary("cold herd, 100 concurrent requests", latencies, elapsed))
+        logged = FetchLog.objects.filter(
+            realm="bench", key="cold", outcome="ok", created_at__gte=herd_started
+        ).count()
         print(
-            f"  upstream calls for the herd: {calls}  (fetch log ok rows: "
-            f"{FetchLog.objects.filter(realm='bench', key='cold', outcome='ok').count()}, "
+            f"  upstream calls for the herd: {calls}  (fetch log ok rows: {logged}, "
             f"errors: {len(errors)})"
         )
 
