@@ -273,3 +273,26 @@ def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
     assert CachedToken.objects.get(secret=secret).token == "TOKEN-2"
     stored = CachedToken.objects.get(secret=secret)
     assert stored.expires_at > timezone.now() + timedelta(hours=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_apps_get_cached_tokens_over_the_api_while_the_database_is_down(upstream, wechat_secret):
+    # Bearer tokens verify without the database, so the whole request does.
+    from rest_framework.test import APIClient
+
+    from clients.access_tokens import access_token_issue, revocations
+    from clients.services import client_create
+
+    upstream.reply("/cgi-bin/token", {"access_token": "CACHED", "expires_in": 7200})
+    app, _ = client_create("app", scopes=["token:read"], allow=["wxgzh/*"])
+    access_token, _ = access_token_issue(app.client_id, app.scopes, allow=app.allow)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
+    assert api.get("/api/token?realm=wxgzh&key=wxgzh_secret").json()["source"] == "upstream"
+    revocations.invalidate()  # the next check must reload, with the database gone
+
+    with database_down():
+        response = api.get("/api/token?realm=wxgzh&key=wxgzh_secret")
+
+    assert response.status_code == 200
+    assert (response.json()["token"], response.json()["source"]) == ("CACHED", "cache")
