@@ -35,6 +35,7 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError
 
 from clients.models import Revocation
+from tokens.cache import CACHE_ERRORS, cache_available, health
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class InvalidAccessToken(Exception):
 class Claims:
     client_id: str
     scopes: tuple[str, ...]
-    issued_at: int
+    issued_at: float  # epoch seconds, to the millisecond
     expires_at: int
     token_id: str
     allow: tuple[str, ...] = ()  # realm/key patterns whose tokens the client may read
@@ -102,10 +103,12 @@ def access_token_issue(
     patterns it may read, so checking them needs no query), living `ttl`
     seconds (at most TOKENSERVER_ACCESS_TOKEN_MAX_TTL).
     """
-    now = int(time.time())
+    now = round(time.time(), 3)
     ttl = int(ttl if ttl is not None else settings.TOKENSERVER_ACCESS_TOKEN_TTL)
     ttl = max(1, min(ttl, settings.TOKENSERVER_ACCESS_TOKEN_MAX_TTL))
-    claims = Claims(client_id, tuple(scopes), now, now + ttl, secrets.token_hex(16), tuple(allow))
+    claims = Claims(
+        client_id, tuple(scopes), now, int(now) + ttl, secrets.token_hex(16), tuple(allow)
+    )
     payload = json.dumps(
         {
             "cid": claims.client_id,
@@ -135,7 +138,7 @@ def access_token_decode(token: str) -> Claims:
         return Claims(
             str(data["cid"]),
             tuple(data["scp"]),
-            int(data["iat"]),
+            float(data["iat"]),
             int(data["exp"]),
             str(data["jti"]),
             tuple(data.get("alw", ())),
@@ -191,7 +194,7 @@ class Revocations:
         if claims.token_id in self._tokens:
             return True
         revoked_at = self._clients.get(claims.client_id)
-        return revoked_at is not None and claims.issued_at <= revoked_at
+        return revoked_at is not None and claims.issued_at < revoked_at
 
     def invalidate(self) -> None:
         """Reload at the next check (this process has just revoked something)."""
@@ -200,48 +203,70 @@ class Revocations:
     def _refresh(self) -> None:
         if time.monotonic() - self._loaded < REVOCATION_REFRESH:
             return
-        with self._lock:
+        # One thread reloads; the others go on with the current snapshot.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if time.monotonic() - self._loaded < REVOCATION_REFRESH:
                 return
             try:
-                tokens, clients = self._load()
+                self._tokens, self._clients = self._load()
             except DatabaseError:
                 logger.warning("revocation list unavailable; keeping the last one")
-                self._loaded = time.monotonic()
-                return
-            self._tokens, self._clients = tokens, clients
             self._loaded = time.monotonic()
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _load():
+        """
+        The database is the source of truth; the Redis mirror answers only
+        while the database cannot (a lost or flushed Redis then un-revokes
+        nothing). Raises DatabaseError when neither answers.
+        """
         now = time.time()
         tokens, clients = set(), {}
-        redis = None
         try:
-            redis = _redis()
-            entries = redis.hgetall(_redis_key()) if redis is not None else None
-        except Exception as error:  # noqa: BLE001 - Redis down: use the database
-            logger.warning("revocations: Redis unavailable (%s)", type(error).__name__)
-            entries = None
-        if entries is not None:
-            for field, value in entries.items():
-                kind, _, name = field.decode().partition(":")
-                expires_at, revoked_at = (float(x) for x in value.decode().split(","))
-                if expires_at <= now:
-                    continue
-                if kind == "token":
-                    tokens.add(name)
-                else:
-                    clients[name] = revoked_at
-            return tokens, clients
-        for kind, value, revoked_at in Revocation.objects.filter(
-            expires_at__gt=datetime.fromtimestamp(now, tz=UTC)
-        ).values_list("kind", "value", "revoked_at"):
+            rows = list(
+                Revocation.objects.filter(
+                    expires_at__gt=datetime.fromtimestamp(now, tz=UTC)
+                ).values_list("kind", "value", "revoked_at")
+            )
+        except DatabaseError:
+            mirrored = _redis_entries()
+            if mirrored is None:
+                raise
+            rows = [
+                (kind, name, revoked_at)
+                for kind, name, expires_at, revoked_at in mirrored
+                if expires_at > now
+            ]
+        for kind, value, revoked_at in rows:
             if kind == Revocation.Kind.TOKEN:
                 tokens.add(value)
             else:
-                clients[value] = revoked_at.timestamp()
+                clients[value] = (
+                    revoked_at.timestamp() if isinstance(revoked_at, datetime) else revoked_at
+                )
         return tokens, clients
+
+
+def _redis_entries():
+    """(kind, value, expires_at, revoked_at) from the Redis mirror, or None if unavailable."""
+    redis = _redis()
+    if redis is None or not cache_available():
+        return None
+    try:
+        entries = redis.hgetall(_redis_key())
+    except CACHE_ERRORS as error:
+        health.failed(error)
+        return None
+    mirrored = []
+    for field, value in entries.items():
+        kind, _, name = field.decode().partition(":")
+        expires_at, revoked_at = (float(x) for x in value.decode().split(","))
+        mirrored.append((kind, name, expires_at, revoked_at))
+    return mirrored
 
 
 revocations = Revocations()
@@ -256,12 +281,12 @@ def _record(kind: str, value: str, revoked_at: float, expires_at: float) -> None
             "expires_at": datetime.fromtimestamp(expires_at, tz=UTC),
         },
     )
-    try:
-        redis = _redis()
-        if redis is not None:
+    redis = _redis()
+    if redis is not None and cache_available():
+        try:
             redis.hset(_redis_key(), f"{kind}:{value}", f"{expires_at},{revoked_at}")
-    except Exception as error:  # noqa: BLE001 - the database keeps it; reloads read it
-        logger.warning("revocation not mirrored to Redis (%s)", type(error).__name__)
+        except CACHE_ERRORS as error:
+            health.failed(error)  # the database keeps it, and is read first
     revocations.invalidate()
 
 
@@ -273,11 +298,10 @@ def access_token_revoke(token: str) -> Claims:
 
 
 def client_revoke_tokens(client_id: str) -> None:
-    """Revoke every token the client holds now (later ones are not affected)."""
+    """Revoke every token the client holds now (tokens issued afterwards are not affected)."""
     now = time.time()
     longest = now + max(settings.TOKENSERVER_ACCESS_TOKEN_MAX_TTL, 1)
-    # Tokens are issued with whole seconds: include this second.
-    _record(Revocation.Kind.CLIENT, client_id, float(int(now)), longest)
+    _record(Revocation.Kind.CLIENT, client_id, now, longest)
 
 
 def revocations_prune() -> int:
@@ -286,12 +310,11 @@ def revocations_prune() -> int:
     deleted, _ = Revocation.objects.filter(
         expires_at__lte=datetime.fromtimestamp(now, tz=UTC)
     ).delete()
-    try:
-        redis = _redis()
-        if redis is not None:
-            for field, value in redis.hgetall(_redis_key()).items():
-                if float(value.decode().split(",")[0]) <= now:
-                    redis.hdel(_redis_key(), field)
-    except Exception:  # noqa: BLE001, S110 - best effort
-        pass
+    for kind, name, expires_at, _ in _redis_entries() or []:
+        if expires_at <= now:
+            try:
+                _redis().hdel(_redis_key(), f"{kind}:{name}")
+            except CACHE_ERRORS as error:
+                health.failed(error)
+                break
     return deleted

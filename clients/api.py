@@ -22,7 +22,7 @@ def _basic_credentials(request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: not ASCII; UnicodeDecodeError is one
         raise InvalidClient("Malformed HTTP Basic credentials.") from None
     client_id, _, secret = decoded.partition(":")
     # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.

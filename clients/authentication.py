@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
 from clients.access_tokens import Claims, InvalidAccessToken, access_token_verify
@@ -51,6 +52,28 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'
+
+
+class ThrottledBasicAuthentication(authentication.BasicAuthentication):
+    """
+    Staff HTTP Basic, with failures counted per address like the client
+    credentials exchange: past TOKENSERVER_AUTH_FAILURES_PER_MINUTE, 429.
+    """
+
+    def authenticate(self, request):
+        from clients.services import auth_failure_record, auth_failures_exceeded
+
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != b"basic":
+            return None
+        address = request.META.get("REMOTE_ADDR", "")
+        if auth_failures_exceeded(address, settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE):
+            raise exceptions.Throttled(wait=60, detail="Too many failed attempts.")
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            auth_failure_record(address)
+            raise
 
 
 class StaffOrScope(permissions.BasePermission):

@@ -2,13 +2,13 @@
 
 import hmac
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from clients.access_tokens import access_token_issue, client_revoke_tokens
 from clients.models import Client
 from clients.scopes import validate_pattern, validate_scopes
+from tokens import cache as token_cache
 from tokenserver.errors import NotFound, ServiceError
 
 #: Compared against when the client does not exist, so a wrong id costs
@@ -53,8 +53,17 @@ def client_get(client_id: str) -> Client:
     return client
 
 
-def _failures_key(address: str) -> str:
+def _failures_flag(address: str) -> str:
     return f"authfail:{address}"
+
+
+def auth_failures_exceeded(address: str, limit: int) -> bool:
+    """Whether `address` failed `limit` times this minute (counted for all workers)."""
+    return token_cache.flag_get(_failures_flag(address), 0) >= limit
+
+
+def auth_failure_record(address: str) -> None:
+    token_cache.counter_incr(_failures_flag(address), 60)
 
 
 def client_token_exchange(
@@ -67,18 +76,13 @@ def client_token_exchange(
     same whether the client exists or not; more than `limit` failures a
     minute from one address raise TooManyFailures.
     """
-    failures = cache.get(_failures_key(address), 0)
-    if failures >= limit:
+    if auth_failures_exceeded(address, limit):
         raise TooManyFailures("Too many failed attempts; try again in a minute.", retry_after=60)
     client = Client.objects.filter(client_id=client_id).first() if client_id else None
     digest = client.secret_digest if client is not None else _DUMMY_DIGEST
     matches = hmac.compare_digest(digest, Client.digest(client_secret or ""))
     if client is None or not matches or not client.enabled:
-        if not cache.add(_failures_key(address), 1, timeout=60):
-            try:
-                cache.incr(_failures_key(address))
-            except ValueError:
-                cache.set(_failures_key(address), 1, timeout=60)
+        auth_failure_record(address)
         raise InvalidClient("Client authentication failed.")
     granted = list(client.scopes)
     if scope:

@@ -173,3 +173,15 @@ def counter_incr(name: str, seconds: float) -> int:
             return 1
 
     return _guarded(incr, 0)
+
+
+def cache_clear_tokens() -> None:
+    """Drop every token entry (after a key rotation)."""
+
+    def clear():
+        if hasattr(cache, "delete_pattern"):
+            cache.delete_pattern("token:*")
+        else:
+            cache.clear()  # the local-memory cache of this process
+
+    _guarded(clear)

@@ -4,8 +4,11 @@ Where the upstream client may connect (server-side request forgery guard).
 - only http and https;
 - link-local and cloud metadata addresses are always refused
   (169.254.0.0/16, fe80::/10, fd00:ec2::/32, 100.100.100.200, …);
-- loopback, private, shared and reserved networks are refused unless listed
-  in TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS (CIDRs).
+- every address that is not globally routable (loopback, private, shared
+  100.64.0.0/10, reserved, …) is refused unless listed in
+  TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS (CIDRs);
+- IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are
+  judged by that address too.
 
 The check runs on the *resolved* address, at save time (`check_url`) and at
 fetch time inside the connection itself (`GuardedAdapter`): the connection
@@ -15,6 +18,9 @@ between (rebinding) cannot slip past it. TLS still verifies the hostname.
 
 import ipaddress
 import socket
+import threading
+import time
+from contextlib import contextmanager
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -60,27 +66,99 @@ def _reset(*, setting, **kwargs):
 setting_changed.connect(_reset)
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip) -> list:
+    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in NAT64:
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in embedded if address is not None]
+
+
 def address_refusal(address: str) -> str | None:
     """Why an IP address is refused, or None when it is allowed."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if any(ip in network for network in ALWAYS_REFUSED):
-        return f"{ip} is a link-local or cloud metadata address"
+    for candidate in (ip, *_embedded_ipv4(ip)):
+        if any(
+            candidate.version == network.version and candidate in network
+            for network in ALWAYS_REFUSED
+        ):
+            return f"{ip} is a link-local or cloud metadata address"
     if any(ip.version == network.version and ip in network for network in _allowed_networks()):
         return None
-    if ip.is_loopback or ip.is_private or ip.is_reserved or ip.is_unspecified:
-        return (
-            f"{ip} is a loopback or private address "
-            "(allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS)"
-        )
+    for candidate in (ip, *_embedded_ipv4(ip)):
+        if not candidate.is_global:
+            return (
+                f"{ip} is a loopback, private or otherwise non-public address "
+                "(allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS)"
+            )
     return None
+
+
+# --- One deadline for the whole call -------------------------------------------------
+#
+# requests' timeouts bound each connect and each read, not the call: a slow
+# DNS answer or headers dripped a byte at a time could hold a fetch (and the
+# secret's lock) far longer. Within `deadline()`, resolving is abandoned and
+# the socket shut down when the deadline passes.
+
+_state = threading.local()
+
+
+@contextmanager
+def deadline(at: float):
+    """Bound the connections opened in this block to time.monotonic() `at`."""
+    _state.deadline, _state.timers = at, []
+    try:
+        yield
+    finally:
+        for timer in _state.timers:
+            timer.cancel()
+        _state.deadline, _state.timers = None, []
+
+
+def _remaining() -> float | None:
+    at = getattr(_state, "deadline", None)
+    return None if at is None else at - time.monotonic()
+
+
+def _shutdown(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _getaddrinfo(host: str, port: int):
+    remaining = _remaining()
+    if remaining is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer = {}
+
+    def lookup():
+        try:
+            answer["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            answer["error"] = error
+
+    worker = threading.Thread(target=lookup, daemon=True)
+    worker.start()
+    worker.join(max(0.0, remaining))
+    if worker.is_alive():
+        raise TimeoutError(f"resolving {host} took too long")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["infos"]
 
 
 def resolve_checked(host: str, port: int) -> str:
     """Resolve `host` and return an address to connect to; every address must be allowed."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port)
     except socket.gaierror as error:
         raise OSError(f"cannot resolve {host}: {error.strerror}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -123,9 +201,16 @@ class _GuardedConnectionMixin:
         checked = resolve_checked(self._dns_host, self.port)
         original, self._dns_host = self._dns_host, checked
         try:
-            return super()._new_conn()
+            sock = super()._new_conn()
         finally:
             self._dns_host = original
+        remaining = _remaining()
+        if remaining is not None:
+            timer = threading.Timer(max(0.0, remaining), _shutdown, args=(sock,))
+            timer.daemon = True
+            timer.start()
+            _state.timers.append(timer)
+        return sock
 
 
 class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography.fernet import InvalidToken
 from django.db import DatabaseError, connections, transaction
 
 from realms.models import Realm
@@ -130,7 +131,11 @@ def _datetime(epoch: float) -> datetime:
 def _from_entry(entry: dict | None) -> Snapshot | None:
     if not entry:
         return None
-    return Snapshot(token_cache.entry_token(entry), entry["at"], entry["exp"], entry["ref"])
+    try:
+        token = token_cache.entry_token(entry)
+    except (InvalidToken, KeyError, TypeError):
+        return None  # sealed under a key no longer configured (or not ours): a miss
+    return Snapshot(token, entry["at"], entry["exp"], entry["ref"])
 
 
 def _from_row(secret: Secret, stored: CachedToken | None) -> Snapshot | None:
@@ -226,6 +231,10 @@ def _load_secret(realm_id: str, key: str) -> Secret:
         raise UpstreamUnavailable(
             "The database is unavailable and the token is not in the cache.", retry_after=5
         ) from None
+    if (secret.realm_id, secret.key) != (realm_id, key):
+        # MySQL's collation matched another case: names are exact, everywhere
+        # (cache keys and clients' patterns are case-sensitive).
+        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")
     if not secret.enabled:
         raise SecretDisabled(f"Secret {realm_id}/{key} is disabled.")
     return secret

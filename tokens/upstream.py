@@ -360,21 +360,24 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
     def elapsed_ms():
         return int((time.monotonic() - started) * 1000)
 
+    call_deadline = started + 2 * request.timeout
     try:
-        response = _session().request(
-            request.method,
-            request.url,
-            params=request.params or None,
-            headers=request.headers or None,
-            json=request.body if request.body and request.content_type == "json" else None,
-            data=request.body if request.body and request.content_type == "form" else None,
-            auth=request.auth,
-            timeout=(request.timeout, request.timeout),
-            allow_redirects=False,  # a redirect would carry credentials elsewhere
-            stream=True,
-        )
-        with response:
-            raw = _read_body(response, started + 2 * request.timeout, request.timeout)
+        with netguard.deadline(call_deadline):
+            response = _session().request(
+                request.method,
+                request.url,
+                params=request.params or None,
+                # A new connection per fetch, so the deadline guards it (fetches are rare).
+                headers={**request.headers, "Connection": "close"},
+                json=request.body if request.body and request.content_type == "json" else None,
+                data=request.body if request.body and request.content_type == "form" else None,
+                auth=request.auth,
+                timeout=(request.timeout, request.timeout),
+                allow_redirects=False,  # a redirect would carry credentials elsewhere
+                stream=True,
+            )
+            with response:
+                raw = _read_body(response, call_deadline, request.timeout)
     except requests.Timeout:
         raise UpstreamFailure(
             "timeout",
@@ -385,6 +388,13 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
         refusal = netguard.find_refusal(exc)
         if refusal is not None:
             raise UpstreamFailure("rejected", str(refusal), duration_ms=elapsed_ms()) from None
+        if time.monotonic() >= call_deadline - 0.05:
+            # The deadline cut the call short (slow DNS, dripping headers).
+            raise UpstreamFailure(
+                "timeout",
+                f"upstream {host} did not answer within {2 * request.timeout:g} s",
+                duration_ms=elapsed_ms(),
+            ) from None
         # str(exc) can hold the URL with its query string: name the kind only.
         raise UpstreamFailure(
             "unreachable",

@@ -3,6 +3,7 @@
 from django.db import transaction
 
 from secret_store.models import VALUE_FIELDS, Secret
+from tokens import cache as token_cache
 from tokens.models import CachedToken
 
 
@@ -27,4 +28,7 @@ def keys_rotate(batch_size: int = 500) -> dict[str, int]:
                 model.objects.filter(pk=pk).update(**{name: getattr(row, name) for name in fields})
             done += 1
         counts[model._meta.verbose_name_plural] = done
+    # Cache entries are sealed too: drop them (they refill from the database),
+    # so nothing sealed under an old key outlives the old key.
+    token_cache.cache_clear_tokens()
     return counts

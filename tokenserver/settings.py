@@ -120,7 +120,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     _db["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 elif _db["ENGINE"] in ("django.db.backends.mysql",):
-    _db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
+    # A database that went away must fail fast, not hang requests.
+    _db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4", "connect_timeout": 3})
     _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
     # Persistent connections, checked before reuse.
     _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
@@ -223,7 +224,7 @@ REST_FRAMEWORK = {
     # A header-based scheme first: its WWW-Authenticate makes a refusal a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "clients.authentication.BearerAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "clients.authentication.ThrottledBasicAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["clients.authentication.StaffOrScope"],

@@ -128,7 +128,7 @@ def test_dns_rebinding_at_fetch_time_is_refused(dns, upstream, settings):
     with pytest.raises(UpstreamError) as raised:
         token_get(realm.id, secret.key)
 
-    assert "127.0.0.1 is a loopback or private address" in raised.value.detail
+    assert "127.0.0.1 is a loopback, private or otherwise non-public address" in raised.value.detail
     assert upstream.requests == []  # nothing was sent there
     log = FetchLog.objects.get()
     assert log.outcome == "rejected"
@@ -143,8 +143,30 @@ def test_fetch_to_a_metadata_address_saved_before_the_rules_is_refused(dns, upst
     assert "link-local or cloud metadata" in raised.value.detail
 
 
-def test_address_refusal_rules():
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "172.16.0.1",
+        "100.64.0.1",  # shared address space (CGNAT)
+        "198.18.0.1",  # benchmarking
+    ],
+)
+def test_address_refusal_rules(address, no_private_networks):
+    # Review of issue 5: shared space, 6to4 and NAT64 forms were let through.
+    assert netguard.address_refusal(address)
+
+
+def test_public_addresses_are_allowed():
     assert netguard.address_refusal("8.8.8.8") is None
-    assert netguard.address_refusal("169.254.169.254")
-    assert netguard.address_refusal("::ffff:169.254.169.254")  # IPv4-mapped
-    assert netguard.address_refusal("172.16.0.1")
+    assert netguard.address_refusal("2001:4860:4860::8888") is None
+
+
+def test_nat64_of_a_metadata_address_is_refused_even_when_nat64_is_allowed(settings):
+    settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = ["64:ff9b::/96"]
+
+    assert "metadata" in netguard.address_refusal("64:ff9b::a9fe:a9fe")

@@ -11,14 +11,14 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens
+from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens
 from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
 from tokens.models import CachedToken
 from tokens.services import token_get
 from tokens.upstream import UpstreamFailure, fetch
-from tokenserver.errors import SecretDisabled, TooManyFlushes
+from tokenserver.errors import NotFound, SecretDisabled, TooManyFlushes
 from tokenserver.logging import RedactQueryStrings
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="runs with REDIS_URL")
@@ -218,3 +218,193 @@ def test_an_answer_dripping_past_the_deadline_times_out(upstream):
     assert raised.value.outcome == "timeout"
     assert time.monotonic() - started < 2.0
     listener.close()
+
+
+@pytest.mark.django_db
+def test_headers_dripping_past_the_deadline_time_out():
+    # Review of issue 5: headers sent a byte at a time kept a fetch (and its
+    # lock) alive far past the lease; the whole call now has one deadline.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def drip():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    realm = RealmFactory(url=f"http://127.0.0.1:{port}/token", timeout=0.5)
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "timeout"
+    assert time.monotonic() - started < 2.0
+    listener.close()
+
+
+@pytest.mark.django_db
+def test_slow_name_resolution_times_out(monkeypatch):
+    import socket
+
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow-dns.example.test":
+            time.sleep(3)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    realm = RealmFactory(url="http://slow-dns.example.test/token", timeout=0.3)
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "timeout"
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.django_db
+def test_cache_entry_sealed_under_a_dropped_key_is_a_miss(upstream, wechat_secret, settings):
+    # Review of issue 5: after rotatekeys and dropping the old key, cache
+    # entries sealed under it made every hit a 500.
+    from cryptography.fernet import Fernet
+
+    upstream.reply("/cgi-bin/token", {"access_token": "T", "expires_in": 7200})
+    token_get("wxgzh", "wxgzh_secret")
+    from django.core.management import call_command
+
+    new_key = Fernet.generate_key().decode()
+    settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key, *settings.TOKENSERVER_ENCRYPTION_KEYS]
+    call_command("rotatekeys", stdout=__import__("io").StringIO())
+    # An entry another process cached under the old key, still in the cache:
+    token_cache.cache_write(
+        "wxgzh",
+        "wxgzh_secret",
+        token="T",
+        expires_at=time.time() + 60,
+        fetched_at=time.time(),
+        refresh_at=time.time() + 30,
+        now=time.time(),
+    )
+    settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key]
+    # (the entry above was sealed under the new key; seal one under a dropped key)
+    from django.core.cache import cache
+
+    entry = cache.get("token:wxgzh:wxgzh_secret")
+    entry["t"] = Fernet(Fernet.generate_key()).encrypt(b"T").decode()
+    cache.set("token:wxgzh:wxgzh_secret", entry, 60)
+
+    result = token_get("wxgzh", "wxgzh_secret")
+
+    assert (result.token, result.source) == ("T", "database")
+
+
+@pytest.mark.django_db
+def test_names_are_exact_even_where_the_database_ignores_case(upstream, wechat_secret):
+    # Review of issue 5: MySQL's collation matched "WXGZH_SECRET" to "wxgzh_secret",
+    # so a client's case-sensitive patterns could be sidestepped.
+    upstream.reply("/cgi-bin/token", {"access_token": "T", "expires_in": 7200})
+
+    with pytest.raises(NotFound):
+        token_get("wxgzh", "WXGZH_SECRET")
+
+
+@pytest.mark.django_db
+def test_deleting_a_client_revokes_its_tokens():
+    from clients.access_tokens import (
+        InvalidAccessToken,
+        access_token_issue,
+        access_token_verify,
+    )
+    from clients.access_tokens import revocations as client_revocations
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    token, _ = access_token_issue(app.client_id, app.scopes)
+
+    app.delete()
+    client_revocations.invalidate()
+
+    with pytest.raises(InvalidAccessToken, match="revoked"):
+        access_token_verify(token)
+
+
+@pytest.mark.django_db
+def test_a_token_issued_right_after_a_revocation_is_valid():
+    from clients.access_tokens import access_token_issue, access_token_verify, client_revoke_tokens
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    client_revoke_tokens(app.client_id)
+    time.sleep(0.01)
+    token, _ = access_token_issue(app.client_id, app.scopes)
+
+    assert access_token_verify(token).client_id == app.client_id
+
+
+@pytest.mark.django_db
+def test_revocations_survive_a_lost_redis_mirror():
+    # Review of issue 5: the database is the truth; a flushed Redis un-revokes nothing.
+    from django.core.cache import cache
+
+    from clients.access_tokens import (
+        InvalidAccessToken,
+        access_token_issue,
+        access_token_revoke,
+        access_token_verify,
+    )
+    from clients.access_tokens import (
+        revocations as client_revocations,
+    )
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    token, _ = access_token_issue(app.client_id, app.scopes)
+    access_token_revoke(token)
+    cache.delete("revocations")  # the mirror is gone (a Redis restart, a flush)
+    client_revocations.invalidate()
+
+    with pytest.raises(InvalidAccessToken, match="revoked"):
+        access_token_verify(token)
+
+
+@pytest.mark.django_db
+def test_non_ascii_basic_header_is_a_401_not_a_500(anonymous_api):
+    response = anonymous_api.post(
+        "/api/auth/token",
+        {"grant_type": "client_credentials"},
+        format="json",
+        HTTP_AUTHORIZATION="Basic é",
+    )
+
+    assert response.status_code == 401
+
+
+@pytest.mark.django_db
+def test_staff_basic_failures_are_throttled(anonymous_api, staff_user, settings):
+    import base64
+
+    settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE = 3
+    wrong = "Basic " + base64.b64encode(b"operator:wrong").decode()
+    right = "Basic " + base64.b64encode(f"operator:{STAFF_PASSWORD}".encode()).decode()
+
+    statuses = [
+        anonymous_api.get("/api/realm", HTTP_AUTHORIZATION=wrong).status_code for _ in range(3)
+    ]
+    throttled = anonymous_api.get("/api/realm", HTTP_AUTHORIZATION=right)
+
+    assert statuses == [401, 401, 401]
+    assert throttled.status_code == 429
