@@ -186,30 +186,45 @@ def test_a_huge_lifetime_is_capped_at_a_year(upstream):
     assert fetch(realm, SecretFactory(realm=realm)).lifetime == 365 * 86400
 
 
-@pytest.mark.django_db
-def test_an_answer_dripping_past_the_deadline_times_out(upstream):
-    # Finding: requests' read timeout bounds each read, not the whole answer.
+def dripping_upstream(chunks, pause):
+    """A server on 127.0.0.1 that answers one request with `chunks`, `pause` seconds apart."""
     import socket
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
 
     def drip():
         conn, _ = listener.accept()
         conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
         try:
-            for _ in range(40):
-                conn.sendall(b"x" * 10)
-                time.sleep(0.1)
+            for chunk in chunks:
+                conn.sendall(chunk)
+                time.sleep(pause)
         except OSError:
             pass
         conn.close()
+        listener.close()
 
     threading.Thread(target=drip, daemon=True).start()
-    realm = RealmFactory(url=f"http://127.0.0.1:{port}/token", timeout=0.5)
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("chunks", "pause"),
+    [
+        # Review of issues 2-4: a body dripping in (each read is quick enough).
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"] + [b"x" * 10] * 40, 0.1),
+        # Review of issue 5: headers sent a byte at a time.
+        ([bytes([b]) for b in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200], 0.2),
+    ],
+    ids=["body", "headers"],
+)
+def test_an_answer_dripping_past_the_deadline_times_out(chunks, pause):
+    # requests' read timeout bounds each read, not the whole answer: the
+    # call has one deadline, so it cannot hold the secret's lock past its lease.
+    realm = RealmFactory(url=dripping_upstream(chunks, pause), timeout=0.5)
     started = time.monotonic()
 
     with pytest.raises(UpstreamFailure) as raised:
@@ -217,41 +232,6 @@ def test_an_answer_dripping_past_the_deadline_times_out(upstream):
 
     assert raised.value.outcome == "timeout"
     assert time.monotonic() - started < 2.0
-    listener.close()
-
-
-@pytest.mark.django_db
-def test_headers_dripping_past_the_deadline_time_out():
-    # Review of issue 5: headers sent a byte at a time kept a fetch (and its
-    # lock) alive far past the lease; the whole call now has one deadline.
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-
-    def drip():
-        conn, _ = listener.accept()
-        conn.recv(65536)
-        try:
-            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200:
-                conn.sendall(bytes([byte]))
-                time.sleep(0.2)
-        except OSError:
-            pass
-        conn.close()
-
-    threading.Thread(target=drip, daemon=True).start()
-    realm = RealmFactory(url=f"http://127.0.0.1:{port}/token", timeout=0.5)
-    started = time.monotonic()
-
-    with pytest.raises(UpstreamFailure) as raised:
-        fetch(realm, SecretFactory(realm=realm))
-
-    assert raised.value.outcome == "timeout"
-    assert time.monotonic() - started < 2.0
-    listener.close()
 
 
 @pytest.mark.django_db
