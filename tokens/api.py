@@ -30,18 +30,14 @@ class TokenView(ScopedAPIView):
     """
 
     throttle_classes = [ClientTokenRateThrottle]
-
-    def required_scope(self, request):
-        forced = request.query_params.get("rejected") or request.query_params.get(
-            "flush", ""
-        ).lower() in ("true", "1", "yes", "on")
-        return TOKEN_FLUSH if forced else TOKEN_READ
+    scopes = {"GET": TOKEN_READ}
 
     def get(self, request):
         params = parse_query(TokenQuerySerializer, request)
         user = request.user
         if isinstance(user, ClientUser):
-            if params["flush"] and not user.has_scope(TOKEN_FLUSH):
+            forced = params["flush"] or "rejected" in params
+            if forced and not user.has_scope(TOKEN_FLUSH):
                 raise PermissionDenied(f"This call needs the scope {TOKEN_FLUSH}.")
             if not user.may_read(params["realm"], params["key"]):
                 raise PermissionDenied(
