@@ -4,14 +4,18 @@ real HTTP server on 127.0.0.1 that plays the token provider (the one thing
 that leaves the process, so the one thing faked).
 """
 
+from datetime import timedelta
+
 import factory
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from realms.models import Argument, Realm
 from secret_store.models import Secret
+from tokens.models import CachedToken
 from tokens.testing import FakeUpstream, numbered_tokens  # noqa: F401 - re-exported for tests
 
 # --- The fake upstream -------------------------------------------------------
@@ -79,6 +83,17 @@ def wechat_secret(wechat_realm):
         key_1="wx1234567890abcdef",
         key_2="0123456789abcdef0123456789abcdef",
         key_3="client_credential",
+    )
+
+
+def stored_token(secret, *, token="OLD", age=600, left=6600):
+    """A token stored for `secret`, fetched `age` seconds ago, with `left` seconds to live."""
+    now = timezone.now()
+    return CachedToken.objects.create(
+        secret=secret,
+        token=token,
+        fetched_at=now - timedelta(seconds=age),
+        expires_at=now + timedelta(seconds=left),
     )
 
 

@@ -291,10 +291,9 @@ def _fixed_token(secret: Secret, now: float) -> TokenResult:
     return TokenResult(secret.token, expires_at, "fixed")
 
 
-def _lock_name(secret_or_realm_id, key=None) -> str:
-    if key is None:
-        return f"secret:{secret_or_realm_id.realm_id}:{secret_or_realm_id.key}"
-    return f"secret:{secret_or_realm_id}:{key}"
+def _lock_name(realm_id: str, key: str) -> str:
+    """The single-flight lock of one secret, by the names apps use (the cache path has no pk)."""
+    return f"secret:{realm_id}:{key}"
 
 
 def _call_budget(realm: Realm) -> float:
@@ -316,7 +315,7 @@ def _lock_ttl(realm: Realm) -> float:
 def _refresh(secret, need: Need, *, trigger, client) -> TokenResult:
     """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
     realm = secret.realm
-    lock = lock_for(_lock_name(secret), ttl=_lock_ttl(realm))
+    lock = lock_for(_lock_name(secret.realm_id, secret.key), ttl=_lock_ttl(realm))
     deadline = time.monotonic() + realm.timeout + LOCK_WAIT_GRACE
     delay = 0.005
     while not lock.try_acquire():

@@ -14,17 +14,15 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection, connections
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from conftest import CHILD_ENV, numbered_tokens
+from conftest import CHILD_ENV, numbered_tokens, stored_token
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get
 from tokens.testing import gunicorn_command
@@ -185,13 +183,7 @@ def test_4_processes_stale_token_one_background_refresh_none_waits(
     # Issue 4: a token inside its margin is served at once by every worker;
     # exactly one request, in one process, starts the refresh.
     upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=1.0))
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="STALE",
-        fetched_at=now - timedelta(seconds=7100),
-        expires_at=now + timedelta(seconds=100),
-    )
+    stored_token(wechat_secret, token="STALE", age=7100, left=100)
 
     def timed():
         started = time.monotonic()
@@ -216,13 +208,7 @@ def test_4_processes_stale_token_one_background_refresh_none_waits(
 def test_300_flushes_across_4_processes_cause_one_upstream_call(upstream, wechat_secret, http_get):
     # Issue 4: a flush storm (a misbehaving app) burns one fetch, not 300.
     upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="OLD",
-        fetched_at=now - timedelta(seconds=600),
-        expires_at=now + timedelta(seconds=6600),
-    )
+    stored_token(wechat_secret, token="OLD", age=600, left=6600)
 
     results = run_at_once(
         300, lambda: http_get("/api/token?realm=wxgzh&key=wxgzh_secret&flush=true")

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens
+from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
 from tokens import guards
 from tokens.locks import lock_for
 from tokens.models import CachedToken, FetchLog
@@ -22,16 +22,6 @@ from tokens.tests.test_concurrency import run_at_once
 from tokenserver.errors import LockWaitTimeout, UpstreamError, UpstreamUnavailable
 
 OK = (200, {"access_token": "GOOD", "expires_in": 7200})
-
-
-def stored_token(secret, *, token="OLD", age=600, left=6600):
-    now = timezone.now()
-    return CachedToken.objects.create(
-        secret=secret,
-        token=token,
-        fetched_at=now - timedelta(seconds=age),
-        expires_at=now + timedelta(seconds=left),
-    )
 
 
 # --- Stale-while-revalidate -----------------------------------------------------------

@@ -5,13 +5,11 @@ Regressions found in the review of issues 2–4 (each test names the finding).
 import logging
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.utils import timezone
 
-from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens
+from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens, stored_token
 from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
@@ -124,13 +122,7 @@ def test_query_strings_are_redacted_from_log_lines():
 @pytest.mark.django_db
 def test_a_rejected_token_is_never_handed_back(upstream, wechat_secret):
     # Finding: inside the minimum interval, rejected=T returned T itself.
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="JUST-FETCHED",
-        fetched_at=now - timedelta(seconds=5),
-        expires_at=now + timedelta(seconds=7195),
-    )
+    stored_token(wechat_secret, token="JUST-FETCHED", age=5, left=7195)
 
     with pytest.raises(TooManyFlushes) as raised:
         token_get("wxgzh", "wxgzh_secret", rejected="JUST-FETCHED")
@@ -141,10 +133,7 @@ def test_a_rejected_token_is_never_handed_back(upstream, wechat_secret):
 
 @pytest.mark.django_db
 def test_a_rejected_token_inside_the_interval_is_a_429_over_the_api(api, wechat_secret):
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret, token="T1", fetched_at=now, expires_at=now + timedelta(hours=2)
-    )
+    stored_token(wechat_secret, token="T1", age=0, left=7200)
 
     response = api.get("/api/token?realm=wxgzh&key=wxgzh_secret&flush=true&rejected=T1")
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens
+from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get, wait_for_background_refreshes
 from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
@@ -54,13 +54,7 @@ def test_token_inside_refresh_margin_is_served_and_refreshed_in_the_background(
 ):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
     # A stored token with 100 s left, under the realm's 300 s margin.
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="OLD",
-        fetched_at=now - timedelta(seconds=7100),
-        expires_at=now + timedelta(seconds=100),
-    )
+    stored_token(wechat_secret, token="OLD", age=7100, left=100)
 
     result = token_get("wxgzh", "wxgzh_secret")
     wait_for_background_refreshes()
@@ -74,13 +68,7 @@ def test_token_inside_refresh_margin_is_served_and_refreshed_in_the_background(
 
 def test_expired_token_waits_for_the_refresh(upstream, wechat_secret):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="EXPIRED",
-        fetched_at=now - timedelta(seconds=7300),
-        expires_at=now - timedelta(seconds=1),
-    )
+    stored_token(wechat_secret, token="EXPIRED", age=7300, left=-1)
 
     result = token_get("wxgzh", "wxgzh_secret")
 
@@ -99,13 +87,7 @@ def test_flush_inside_the_minimum_interval_returns_the_token_just_fetched(upstre
 
 def test_flush_after_the_minimum_interval_fetches(upstream, wechat_secret):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="OLD",
-        fetched_at=now - timedelta(seconds=31),
-        expires_at=now + timedelta(seconds=7000),
-    )
+    stored_token(wechat_secret, token="OLD", age=31, left=7000)
 
     flushed = token_get("wxgzh", "wxgzh_secret", flush=True)
 
@@ -114,13 +96,7 @@ def test_flush_after_the_minimum_interval_fetches(upstream, wechat_secret):
 
 def test_rejected_token_that_is_still_current_is_replaced(upstream, wechat_secret):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="CURRENT",
-        fetched_at=now - timedelta(seconds=600),
-        expires_at=now + timedelta(seconds=6600),
-    )
+    stored_token(wechat_secret, token="CURRENT", age=600, left=6600)
 
     result = token_get("wxgzh", "wxgzh_secret", rejected="CURRENT")
 
@@ -130,13 +106,7 @@ def test_rejected_token_that_is_still_current_is_replaced(upstream, wechat_secre
 
 def test_rejected_token_already_replaced_costs_no_upstream_call(upstream, wechat_secret):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
-    now = timezone.now()
-    CachedToken.objects.create(
-        secret=wechat_secret,
-        token="NEWER",
-        fetched_at=now - timedelta(seconds=600),
-        expires_at=now + timedelta(seconds=6600),
-    )
+    stored_token(wechat_secret, token="NEWER", age=600, left=6600)
 
     result = token_get("wxgzh", "wxgzh_secret", rejected="OLDER")
 
