@@ -31,11 +31,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.db import DatabaseError
 
 from clients.models import Revocation
-from tokens.cache import CACHE_ERRORS, cache_available, health
+from tokenserver.cache import CACHE_ERRORS, health, redis_connection
+from tokenserver.crypto import configured_keys
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ class Claims:
 @lru_cache(maxsize=1)
 def _keys() -> list[tuple[str, Fernet]]:
     """(kid, Fernet) for every configured key, newest first."""
-    from tokenserver.crypto import configured_keys
-
     derived = []
     for key in configured_keys():
         material = HKDF(
@@ -165,18 +165,7 @@ def access_token_verify(token: str, *, now: float | None = None) -> Claims:
 # --- Revocation ----------------------------------------------------------------------------
 
 
-def _redis():
-    """The raw Redis connection behind the cache, or None without Redis."""
-    if not settings.REDIS_URL:
-        return None
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")
-
-
 def _redis_key() -> str:
-    from django.core.cache import cache
-
     return cache.make_key("revocations")
 
 
@@ -253,8 +242,8 @@ class Revocations:
 
 def _redis_entries():
     """(kind, value, expires_at, revoked_at) from the Redis mirror, or None if unavailable."""
-    redis = _redis()
-    if redis is None or not cache_available():
+    redis = redis_connection()
+    if redis is None:
         return None
     try:
         entries = redis.hgetall(_redis_key())
@@ -281,8 +270,8 @@ def _record(kind: str, value: str, revoked_at: float, expires_at: float) -> None
             "expires_at": datetime.fromtimestamp(expires_at, tz=UTC),
         },
     )
-    redis = _redis()
-    if redis is not None and cache_available():
+    redis = redis_connection()
+    if redis is not None:
         try:
             redis.hset(_redis_key(), f"{kind}:{value}", f"{expires_at},{revoked_at}")
         except CACHE_ERRORS as error:
@@ -310,10 +299,11 @@ def revocations_prune() -> int:
     deleted, _ = Revocation.objects.filter(
         expires_at__lte=datetime.fromtimestamp(now, tz=UTC)
     ).delete()
-    for kind, name, expires_at, _ in _redis_entries() or []:
+    redis = redis_connection()
+    for kind, name, expires_at, _ in (_redis_entries() if redis is not None else None) or []:
         if expires_at <= now:
             try:
-                _redis().hdel(_redis_key(), f"{kind}:{name}")
+                redis.hdel(_redis_key(), f"{kind}:{name}")
             except CACHE_ERRORS as error:
                 health.failed(error)
                 break

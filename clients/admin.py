@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 
 from clients.access_tokens import client_revoke_tokens
 from clients.models import SCOPE_CHOICES, Client, Revocation
+from clients.services import client_delete, client_save
 
 
 class ClientForm(forms.ModelForm):
@@ -46,6 +47,16 @@ class ClientAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # manage.py createclient NAME --scope … --allow …
+
+    def save_model(self, request, obj, form, change):
+        client_save(obj)  # changed rights revoke the tokens issued before
+
+    def delete_model(self, request, obj):
+        client_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for client in queryset:
+            client_delete(client)
 
     @admin.display(description="scopes")
     def scope_list(self, obj):

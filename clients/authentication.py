@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
 from clients.access_tokens import Claims, InvalidAccessToken, access_token_verify
+from clients.failures import auth_failure_record, auth_failures_exceeded
 from clients.scopes import pattern_allows
 
 
@@ -61,8 +62,6 @@ class ThrottledBasicAuthentication(authentication.BasicAuthentication):
     """
 
     def authenticate(self, request):
-        from clients.services import auth_failure_record, auth_failures_exceeded
-
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != b"basic":
             return None

@@ -3,9 +3,15 @@ import hmac
 import secrets
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
+from model_utils import FieldTracker
 
 from clients.scopes import SCOPES, validate_pattern, validate_scopes
+
+
+def new_client_id() -> str:
+    """A fresh client id: ts_ and 96 random bits."""
+    return f"ts_{secrets.token_hex(12)}"
 
 
 def _validate_scopes(value):
@@ -37,7 +43,9 @@ class Client(models.Model):
     """
 
     name = models.CharField(max_length=100)
-    client_id = models.CharField(max_length=40, unique=True, editable=False)
+    client_id = models.CharField(
+        max_length=40, unique=True, editable=False, default=new_client_id
+    )
     secret_digest = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list, validators=[_validate_scopes])
     allow = models.JSONField(
@@ -51,36 +59,23 @@ class Client(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    tracker = FieldTracker(fields=["scopes", "allow", "enabled"])
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return f"{self.name} ({self.client_id})"
 
-    def save(self, *args, **kwargs):
-        if not self.client_id:
-            self.client_id = f"ts_{secrets.token_hex(12)}"
-        narrowed = not self._state.adding and getattr(self, "_loaded_rights", None) not in (
-            None,
-            self.rights(),
+    def rights_changed(self) -> bool:
+        """
+        Whether its scopes, patterns or enabled flag differ from what was
+        loaded: access tokens carry the rights they were issued with, so such
+        a change revokes them (clients.services.client_save).
+        """
+        return not self._state.adding and any(
+            self.tracker.has_changed(field) for field in ("scopes", "allow", "enabled")
         )
-        super().save(*args, **kwargs)
-        self._loaded_rights = self.rights()
-        if narrowed:
-            # Tokens carry the rights they were issued with: changed rights
-            # (or a disabled client) revoke the tokens issued before.
-            from clients.access_tokens import client_revoke_tokens
-
-            transaction.on_commit(lambda: client_revoke_tokens(self.client_id))
-
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_rights = instance.rights()
-        return instance
-
-    def rights(self) -> tuple:
-        return (tuple(self.scopes), tuple(self.allow), self.enabled)
 
     @staticmethod
     def digest(secret: str) -> str:

@@ -6,9 +6,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from clients.access_tokens import access_token_issue, client_revoke_tokens
+from clients.failures import auth_failure_record, auth_failures_exceeded
 from clients.models import Client
 from clients.scopes import validate_pattern, validate_scopes
-from tokens import cache as token_cache
 from tokenserver.errors import NotFound, ServiceError
 
 #: Compared against when the client does not exist, so a wrong id costs
@@ -46,24 +46,37 @@ def client_create(name: str, *, scopes, allow=(), comment: str = "") -> tuple[Cl
     return client, secret
 
 
+@transaction.atomic
+def client_save(client: Client) -> Client:
+    """
+    Save a client's changes (the console's form, the commands). Access tokens
+    carry the rights they were issued with, so changed rights (scopes,
+    patterns, or a disabled client) revoke the tokens issued before, once the
+    change is committed.
+    """
+    revoke = client.rights_changed()
+    client.full_clean(exclude=["client_id", "secret_digest"])
+    client.save()
+    if revoke:
+        transaction.on_commit(lambda: client_revoke_tokens(client.client_id))
+    return client
+
+
+def client_delete(client: Client) -> None:
+    """
+    Delete a client and revoke its tokens: they verify without the
+    database, so they would otherwise live until they expire.
+    """
+    client_id = client.client_id
+    client.delete()
+    client_revoke_tokens(client_id)
+
+
 def client_get(client_id: str) -> Client:
     client = Client.objects.filter(client_id=client_id).first()
     if client is None:
         raise NotFound(f"No client {client_id!r}.")
     return client
-
-
-def _failures_flag(address: str) -> str:
-    return f"authfail:{address}"
-
-
-def auth_failures_exceeded(address: str, limit: int) -> bool:
-    """Whether `address` failed `limit` times this minute (counted for all workers)."""
-    return token_cache.flag_get(_failures_flag(address), 0) >= limit
-
-
-def auth_failure_record(address: str) -> None:
-    token_cache.counter_incr(_failures_flag(address), 60)
 
 
 def client_token_exchange(
@@ -94,8 +107,11 @@ def client_token_exchange(
     return access_token_issue(client.client_id, granted, allow=client.allow)
 
 
-def client_revoke(client_id: str) -> Client:
-    """Revoke every access token a client holds now."""
+def client_revoke(client_id: str, *, disable: bool = False) -> Client:
+    """Revoke every access token a client holds now; with `disable`, it gets no new ones."""
     client = client_get(client_id)
     client_revoke_tokens(client.client_id)
+    if disable and client.enabled:
+        client.enabled = False
+        client.save(update_fields=["enabled", "updated_at"])
     return client

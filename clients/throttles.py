@@ -1,7 +1,7 @@
 from rest_framework.throttling import SimpleRateThrottle
 
 from clients.authentication import ClientUser
-from tokens.cache import CACHE_ERRORS, cache_available, health
+from tokenserver.cache import CACHE_ERRORS, cache_available, health
 
 
 class ClientTokenRateThrottle(SimpleRateThrottle):

@@ -8,6 +8,7 @@ from django.urls import path, reverse
 
 from realms.models import Argument, Realm
 from realms.presets import presets, realm_from_preset
+from realms.services import realm_url_refusals
 from tokenserver.errors import ServiceError
 
 
@@ -29,6 +30,23 @@ class PresetForm(forms.Form):
         ]
 
 
+class RealmForm(forms.ModelForm):
+    """The realm form, with the upstream guard's check of its URLs."""
+
+    class Meta:
+        model = Realm
+        fields = ()  # RealmAdmin.fieldsets choose the fields shown
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors:
+            # The instance gets the cleaned values only after clean(): check those.
+            typed = Realm(url=cleaned.get("url") or "", code_url=cleaned.get("code_url") or "")
+            for field, refusal in realm_url_refusals(typed).items():
+                self.add_error(field, refusal)
+        return cleaned
+
+
 class ArgumentInline(admin.TabularInline):
     model = Argument
     extra = 1
@@ -37,6 +55,7 @@ class ArgumentInline(admin.TabularInline):
 
 @admin.register(Realm)
 class RealmAdmin(admin.ModelAdmin):
+    form = RealmForm
     list_display = ("id", "kind", "url", "method", "refresh_margin", "updated_at")
     list_filter = ("kind", "method")
     search_fields = ("id", "comment", "url")

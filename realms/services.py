@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from realms.models import Argument, Realm
+from tokenserver import netguard
 from tokenserver.errors import Conflict
 
 #: Realm fields the API carries inside "config".
@@ -89,6 +90,9 @@ def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[R
         realm.full_clean()
     except ValidationError as error:
         raise _renamed(error, _api_path) from None
+    refusals = realm_url_refusals(realm)  # resolves the hosts: after the cheap checks
+    if refusals:
+        raise _renamed(ValidationError(refusals), _api_path)
     for position, argument in enumerate(arguments or []):
         try:
             argument.full_clean(exclude=["realm"])
@@ -103,6 +107,23 @@ def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[R
     elif not created and not partial:
         realm.arguments.all().delete()
     return realm, created
+
+
+def realm_url_refusals(realm: Realm) -> dict[str, str]:
+    """
+    Why the upstream guard refuses the realm's URLs, by field (empty: both
+    may be fetched). Resolves their hosts, so it is network I/O, kept out of
+    Realm.clean(); the fetch checks the address again when it connects.
+    """
+    refusals = {}
+    for field in ("url", "code_url"):
+        value = getattr(realm, field)
+        if value:
+            try:
+                netguard.check_url(value)
+            except netguard.RefusedDestination as refusal:
+                refusals[field] = str(refusal)
+    return refusals
 
 
 def _implied_kind(data: dict, config: dict) -> str:

@@ -1,9 +1,13 @@
+"""
+The console's secret form: values are write-only. The page itself is
+registered by tokens.admin, which adds what only the token layer knows (the
+test fetch, the token's state).
+"""
+
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from secret_store.models import VALUE_FIELDS, Secret
-from tokens.services import token_test_fetch
-from tokenserver.errors import ServiceError
 
 #: Write-only fields: the form never renders their stored value.
 SEALED_FIELDS = (*VALUE_FIELDS, "token")
@@ -47,39 +51,17 @@ class SecretForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(Secret)
 class SecretAdmin(admin.ModelAdmin):
+    """Secrets in the console, without the token layer's additions (see tokens.admin)."""
+
     form = SecretForm
     list_display = ("key", "realm", "enabled", "updated_at")
     list_filter = ("enabled", "realm")
     search_fields = ("key", "comment", "realm__id")
     readonly_fields = ("created_at", "updated_at")
-    actions = ["test_fetch"]
     fieldsets = (
         (None, {"fields": ("realm", "key", "enabled", "comment")}),
         ("Values (write-only)", {"fields": (*VALUE_FIELDS, "clear")}),
         ("Fixed token (realms of kind fixed)", {"fields": ("token", "token_expires_at")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
-
-    @admin.action(description="Test fetch: get a new token from the upstream now")
-    def test_fetch(self, request, queryset):
-        # A real fetch (WeChat invalidates the previous token), so it is stored.
-        client = request.user.get_username()
-        for secret in queryset.select_related("realm"):
-            try:
-                outcome = token_test_fetch(secret.realm_id, secret.key, client=client)
-            except ServiceError as error:
-                self.message_user(request, f"{secret}: {error.detail}", messages.ERROR)
-                continue
-            if not outcome["ok"]:
-                self.message_user(request, f"{secret}: {outcome['detail']}", messages.ERROR)
-                continue
-            status = outcome["http_status"] or "-"
-            lifetime = outcome["lifetime"] if outcome["lifetime"] is not None else "-"
-            self.message_user(
-                request,
-                f"{secret}: ok (HTTP {status}), token {outcome['token']}, "
-                f"lifetime {lifetime} s, source {outcome['source']}.",
-                messages.SUCCESS,
-            )

@@ -2,12 +2,17 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from model_utils import FieldTracker
 
 from realms.models import Realm
 from tokenserver.fields import EncryptedTextField
 
 #: The secret's value fields, in order.
 VALUE_FIELDS = ("key_1", "key_2", "key_3", "key_4", "key_5")
+
+#: What a token is fetched with (or, for kind fixed, what it is): a change
+#: makes the stored token belong to the old credentials.
+CREDENTIAL_FIELDS = (*VALUE_FIELDS, "token", "token_expires_at")
 
 validate_key_name = RegexValidator(
     r"^[A-Za-z0-9_.-]+$", "Use letters, digits, '_', '.' and '-' only."
@@ -45,6 +50,9 @@ class Secret(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    #: What was loaded, so a save can tell what changed.
+    tracker = FieldTracker(fields=[*CREDENTIAL_FIELDS, "enabled", "realm", "key"])
+
     class Meta:
         ordering = ["-updated_at"]
         constraints = [
@@ -55,35 +63,30 @@ class Secret(models.Model):
         return f"{self.realm_id}/{self.key}"
 
     def save(self, *args, **kwargs):
+        # A fetch that started before this change must not store its token.
         if not self._state.adding and (
             self.credentials_changed()
-            or getattr(self, "_loaded_enabled", self.enabled) != self.enabled
-            or getattr(self, "_loaded_identity", None) != (self.realm_id, self.key)
+            or self.tracker.has_changed("enabled")
+            or self.previous_identity() != (self.realm_id, self.key)
         ):
             self.version += 1
         super().save(*args, **kwargs)
-        self._loaded_enabled = self.enabled
-
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        # Remember what was loaded, so a save can tell whether the credentials
-        # changed (then the cached token belongs to the old ones).
-        instance._loaded_identity = (instance.realm_id, instance.key)
-        instance._loaded_values = instance.credential_values()
-        instance._loaded_enabled = instance.enabled
-        return instance
 
     def values(self) -> dict[str, str]:
         """The values argument templates may reference."""
         return {name: getattr(self, name) for name in VALUE_FIELDS}
 
-    def credential_values(self) -> tuple:
-        return (*(getattr(self, name) for name in VALUE_FIELDS), self.token, self.token_expires_at)
-
     def credentials_changed(self) -> bool:
-        """Whether the values differ from what was loaded (always true when new)."""
-        return getattr(self, "_loaded_values", None) != self.credential_values()
+        """Whether the values differ from what was loaded (true when new)."""
+        return self._state.adding or any(
+            self.tracker.has_changed(name) for name in CREDENTIAL_FIELDS
+        )
+
+    def previous_identity(self) -> tuple[str, str] | None:
+        """(realm, key) as loaded; None when new."""
+        if self._state.adding:
+            return None
+        return (self.tracker.previous("realm"), self.tracker.previous("key"))
 
     def clean(self):
         # A fixed token that is already expired is a mistake at save time;

@@ -1,7 +1,41 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
 
+from secret_store.admin import SecretAdmin
+from secret_store.models import Secret
 from tokens.models import CachedToken, FetchLog
+from tokens.services import token_test_fetch
+from tokenserver.errors import ServiceError
+
+
+@admin.register(Secret)
+class SecretTokenAdmin(SecretAdmin):
+    """The secret pages, with the test fetch (a real fetch through the token path)."""
+
+    actions = ["test_fetch"]
+
+    @admin.action(description="Test fetch: get a new token from the upstream now")
+    def test_fetch(self, request, queryset):
+        # A real fetch (WeChat invalidates the previous token), so it is stored.
+        client = request.user.get_username()
+        for secret in queryset.select_related("realm"):
+            try:
+                outcome = token_test_fetch(secret.realm_id, secret.key, client=client)
+            except ServiceError as error:
+                self.message_user(request, f"{secret}: {error.detail}", messages.ERROR)
+                continue
+            if not outcome["ok"]:
+                self.message_user(request, f"{secret}: {outcome['detail']}", messages.ERROR)
+                continue
+            status = outcome["http_status"] or "-"
+            lifetime = outcome["lifetime"] if outcome["lifetime"] is not None else "-"
+            self.message_user(
+                request,
+                f"{secret}: ok (HTTP {status}), token {outcome['token']}, "
+                f"lifetime {lifetime} s, source {outcome['source']}.",
+                messages.SUCCESS,
+            )
+
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

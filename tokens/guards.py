@@ -17,9 +17,12 @@ import time
 from contextlib import contextmanager
 
 from realms.models import Realm
-from tokens import cache as token_cache
 from tokens.locks import lock_for
+from tokens.models import FetchLog
 from tokens.upstream import UpstreamFailure
+from tokenserver import cache as shared_cache
+
+Outcome = FetchLog.Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def _backoff_flag(realm: Realm) -> str:
 def check(realm: Realm, now: float | None = None) -> None:
     """Raise Refused while the realm's breaker is open or it is backing off."""
     now = now or time.time()
-    open_until = token_cache.flag_get(_open_until_flag(realm))
+    open_until = shared_cache.flag_get(_open_until_flag(realm))
     if open_until and open_until > now:
         raise Refused(
             "circuit_open",
@@ -60,7 +63,7 @@ def check(realm: Realm, now: float | None = None) -> None:
             f"not calling it for {open_until - now:.0f} s",
             open_until - now,
         )
-    backoff_until = token_cache.flag_get(_backoff_flag(realm))
+    backoff_until = shared_cache.flag_get(_backoff_flag(realm))
     if backoff_until and backoff_until > now:
         raise Refused(
             "rate_limited",
@@ -72,7 +75,7 @@ def check(realm: Realm, now: float | None = None) -> None:
 
 def breaker_state(realm: Realm, now: float | None = None) -> str:
     """closed | open (for operators and tests)."""
-    open_until = token_cache.flag_get(_open_until_flag(realm))
+    open_until = shared_cache.flag_get(_open_until_flag(realm))
     return "open" if open_until and open_until > (now or time.time()) else "closed"
 
 
@@ -84,17 +87,17 @@ def is_rate_limit(realm: Realm, failure: UpstreamFailure) -> bool:
 
 
 def counts_against_breaker(failure: UpstreamFailure) -> bool:
-    if failure.outcome in ("timeout", "unreachable", "invalid_response"):
+    if failure.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.INVALID_RESPONSE):
         return True
     return failure.http_status is not None and failure.http_status >= 500
 
 
 def is_retryable(failure: UpstreamFailure) -> bool:
     """Network errors and HTTP 5xx only: never 4xx, never an upstream error code."""
-    if failure.outcome in ("timeout", "unreachable"):
+    if failure.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE):
         return True
     return (
-        failure.outcome == "upstream_error"
+        failure.outcome == Outcome.UPSTREAM_ERROR
         and failure.http_status is not None
         and failure.http_status >= 500
     )
@@ -104,16 +107,16 @@ def record_failure(realm: Realm, failure: UpstreamFailure) -> None:
     now = time.time()
     if is_rate_limit(realm, failure):
         seconds = failure.retry_after or RATE_LIMIT_BACKOFF
-        token_cache.flag_set(_backoff_flag(realm), now + seconds, seconds)
+        shared_cache.flag_set(_backoff_flag(realm), now + seconds, seconds)
         logger.warning(
             "realm %s rate-limited by its upstream; backing off %.0f s", realm.id, seconds
         )
     if not counts_against_breaker(failure):
         return
     # The count lives long enough to span slow consecutive failures.
-    failures = token_cache.counter_incr(_failures_flag(realm), 10 * realm.breaker_cooldown)
+    failures = shared_cache.counter_incr(_failures_flag(realm), 10 * realm.breaker_cooldown)
     if failures >= realm.breaker_threshold:
-        token_cache.flag_set(
+        shared_cache.flag_set(
             _open_until_flag(realm), now + realm.breaker_cooldown, realm.breaker_cooldown
         )
         logger.warning(
@@ -126,8 +129,8 @@ def record_failure(realm: Realm, failure: UpstreamFailure) -> None:
 
 def record_success(realm: Realm) -> None:
     """A success closes the breaker: the failures must be consecutive."""
-    token_cache.flag_delete(_failures_flag(realm))
-    token_cache.flag_delete(_open_until_flag(realm))
+    shared_cache.flag_delete(_failures_flag(realm))
+    shared_cache.flag_delete(_open_until_flag(realm))
 
 
 @contextmanager

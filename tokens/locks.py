@@ -16,9 +16,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from redis.exceptions import LockError
 
-from tokens.cache import CACHE_ERRORS, cache_available, health
 from tokens.models import FetchLease
+from tokenserver.cache import CACHE_ERRORS, cache_available, health
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class RedisLock:
 
     Waiters poll the Redis lock, which costs no database query; only its
     winner then takes the database lease. A worker that finds Redis down
-    (tokens.cache marks it) takes the database lease alone, so workers that
+    (tokenserver.cache marks it) takes the database lease alone, so workers that
     disagree about whether Redis is up still never both hold the lock.
     Refreshes are rare, so the lease's few queries cost little.
     """
@@ -109,8 +110,6 @@ class RedisLock:
             self._release_redis(redis_lock)
 
     def _release_redis(self, redis_lock) -> None:
-        from redis.exceptions import LockError
-
         try:
             redis_lock.release()
         except LockError:

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from secret_store.models import Secret
+from tokens.results import Snapshot
 from tokenserver.fields import EncryptedTextField
 
 #: How much of the margin the jitter may take: a token is refreshed between
@@ -62,13 +63,30 @@ class CachedToken(models.Model):
         digest = hashlib.blake2b(seed, digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
-    def is_fresh(self, margin: float, now=None) -> bool:
-        """Good to hand out without a refresh: not yet due (see refresh_at)."""
-        return (now or timezone.now()) < self.refresh_at(margin)
+    def snapshot(self, margin: float, *, lock_ttl: float = 60.0) -> Snapshot:
+        """This row as the token path reads it (source: database)."""
+        return Snapshot(
+            self.token,
+            self.fetched_at.timestamp(),
+            self.expires_at.timestamp(),
+            self.refresh_at(margin).timestamp(),
+            source="database",
+            lock_ttl=lock_ttl,
+        )
 
-    def is_alive(self, now=None) -> bool:
-        """Not yet expired (it may be due for a refresh)."""
-        return self.remaining(now).total_seconds() > 0
+
+class FetchLogQuerySet(models.QuerySet):
+    def prune(self, age: timedelta, *, batch_size: int = 5000) -> int:
+        """Delete rows older than `age`, `batch_size` at a time (short transactions)."""
+        cutoff = timezone.now() - age
+        deleted = 0
+        while True:
+            ids = list(
+                self.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size]
+            )
+            if not ids:
+                return deleted
+            deleted += self.filter(id__in=ids).delete()[0]
 
 
 class FetchLog(models.Model):
@@ -105,6 +123,8 @@ class FetchLog(models.Model):
     )
     client = models.CharField(max_length=150, blank=True, help_text="Who caused the fetch.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = FetchLogQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -11,7 +11,7 @@ from django.dispatch import receiver
 
 from realms.models import Argument, Realm
 from secret_store.models import Secret
-from tokens.cache import cache_evict
+from tokens.cache import entries_evict
 from tokens.models import CachedToken
 
 
@@ -19,20 +19,18 @@ def _evict_on_commit(pairs):
     # Now, so this process stops serving the old entry, and again on commit,
     # in case a concurrent request re-cached the old row in between.
     pairs = list(pairs)
-    cache_evict(pairs)
-    transaction.on_commit(lambda: cache_evict(pairs))
+    entries_evict(pairs)
+    transaction.on_commit(lambda: entries_evict(pairs))
 
 
 @receiver(post_save, sender=Secret)
 def secret_saved(sender, instance, created, **kwargs):
+    # post_save runs inside save(): the tracker still knows what was loaded.
     pairs = {(instance.realm_id, instance.key)}
-    loaded = getattr(instance, "_loaded_identity", None)
-    if loaded:
-        pairs.add(loaded)
-    if not created and instance.credentials_changed():
-        CachedToken.objects.filter(secret=instance).delete()
-    instance._loaded_identity = (instance.realm_id, instance.key)
-    instance._loaded_values = instance.credential_values()
+    if not created:
+        pairs.add(instance.previous_identity())
+        if instance.credentials_changed():
+            CachedToken.objects.filter(secret=instance).delete()
     _evict_on_commit(pairs)
 
 

@@ -9,19 +9,27 @@ and never the request URL with its query (WeChat sends credentials there).
 """
 
 import json
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from realms.models import Argument, Realm
 from realms.validators import compile_jsonpath, render_template
 from secret_store.models import Secret
-from tokens import netguard
+from tokens.models import FetchLog
+from tokenserver import netguard
+
+Outcome = FetchLog.Outcome
 
 #: Largest answer read from an upstream; a token answer is a few KB.
 MAX_RESPONSE_BYTES = 1_000_000
@@ -84,6 +92,86 @@ class TokenRequest:
     timeout: float
 
 
+# --- One deadline for the whole call -------------------------------------------------
+#
+# requests' timeouts bound each connect and each read, not the call: a slow
+# DNS answer or headers dripped a byte at a time could hold a fetch (and the
+# secret's lock) far longer. Within `deadline()`, resolving is abandoned and
+# the socket shut down when the deadline passes; every connection goes to
+# the address tokenserver.netguard checked.
+
+_state = threading.local()
+
+
+@contextmanager
+def deadline(at: float):
+    """Bound the connections opened in this block to time.monotonic() `at`."""
+    _state.deadline, _state.timers = at, []
+    try:
+        yield
+    finally:
+        for timer in _state.timers:
+            timer.cancel()
+        _state.deadline, _state.timers = None, []
+
+
+def _remaining() -> float | None:
+    at = getattr(_state, "deadline", None)
+    return None if at is None else at - time.monotonic()
+
+
+def _shutdown(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _GuardedConnectionMixin:
+    def _new_conn(self):
+        # Connect to the address that was checked, not to a second lookup.
+        checked = netguard.resolve_checked(self._dns_host, self.port, timeout=_remaining())
+        original, self._dns_host = self._dns_host, checked
+        try:
+            sock = super()._new_conn()
+        finally:
+            self._dns_host = original
+        remaining = _remaining()
+        if remaining is not None:
+            timer = threading.Timer(max(0.0, remaining), _shutdown, args=(sock,))
+            timer.daemon = True
+            timer.start()
+            _state.timers.append(timer)
+        return sock
+
+
+class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections go only to allowed addresses (tokenserver.netguard)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": GuardedHTTPConnectionPool,
+            "https": GuardedHTTPSConnectionPool,
+        }
+
+
 def _session() -> requests.Session:
     # One pooled session per thread: requests' Session is not documented as
     # thread-safe, and keep-alive to the upstream saves a TLS handshake.
@@ -91,9 +179,9 @@ def _session() -> requests.Session:
     if session is None:
         session = _sessions.session = requests.Session()
         session.trust_env = False  # no proxy or .netrc surprises from the environment
-        # Connections go only to allowed addresses (tokens.netguard).
-        session.mount("http://", netguard.GuardedAdapter())
-        session.mount("https://", netguard.GuardedAdapter())
+        # Connections go only to allowed addresses, within the call's deadline.
+        session.mount("http://", GuardedAdapter())
+        session.mount("https://", GuardedAdapter())
     return session
 
 
@@ -202,7 +290,7 @@ class _Reader:
             found = _find(path, document) or [None]
             if not any(_same(value, wanted) for value in found for wanted in alternatives):
                 reason = f"success condition {path} == {json.dumps(expected)} does not hold"
-                raise self.failure("upstream_error", reason, status, document, duration_ms)
+                raise self.failure(Outcome.UPSTREAM_ERROR, reason, status, document, duration_ms)
 
     def token(self, document, status, duration_ms) -> str:
         tokens = _find(self.token_path, document)
@@ -214,9 +302,9 @@ class _Reader:
         code, message = self.error_fields(document)
         if code or message:
             # The usual shape of a refusal inside HTTP 200 (WeChat's errcode).
-            raise self.failure("upstream_error", "", status, document, duration_ms)
+            raise self.failure(Outcome.UPSTREAM_ERROR, "", status, document, duration_ms)
         reason = f"token_path {self.token_path} found no token"
-        raise self.failure("invalid_response", reason, status, document, duration_ms)
+        raise self.failure(Outcome.INVALID_RESPONSE, reason, status, document, duration_ms)
 
     def lifetime(self, document, status, duration_ms, sent_at) -> float:
         """Seconds the token lives, counted from `sent_at` (when the request left)."""
@@ -227,11 +315,11 @@ class _Reader:
             except (IndexError, TypeError, ValueError, OverflowError):
                 reason = f"expires_at_path {self.expires_at_path} found no time"
                 raise self.failure(
-                    "invalid_response", reason, status, document, duration_ms
+                    Outcome.INVALID_RESPONSE, reason, status, document, duration_ms
                 ) from None
             if lifetime <= 0:
                 reason = f"expires_at {found[0]} is in the past"
-                raise self.failure("invalid_response", reason, status, document, duration_ms)
+                raise self.failure(Outcome.INVALID_RESPONSE, reason, status, document, duration_ms)
             return lifetime
         if not self.expires_in_path:
             return float(self.realm.default_ttl)
@@ -243,10 +331,12 @@ class _Reader:
             lifetime = _finite(lifetime)
         except (IndexError, TypeError, ValueError, OverflowError):
             reason = f"expires_in_path {self.expires_in_path} found no number"
-            raise self.failure("invalid_response", reason, status, document, duration_ms) from None
+            raise self.failure(
+                Outcome.INVALID_RESPONSE, reason, status, document, duration_ms
+            ) from None
         if lifetime <= 0:
             reason = f"lifetime {found[0]} is not positive"
-            raise self.failure("invalid_response", reason, status, document, duration_ms)
+            raise self.failure(Outcome.INVALID_RESPONSE, reason, status, document, duration_ms)
         return lifetime
 
     def failure(self, outcome, reason, status, document=None, duration_ms=0) -> UpstreamFailure:
@@ -362,7 +452,7 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
 
     call_deadline = started + 2 * request.timeout
     try:
-        with netguard.deadline(call_deadline):
+        with deadline(call_deadline):
             response = _session().request(
                 request.method,
                 request.url,
@@ -380,30 +470,32 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
                 raw = _read_body(response, call_deadline, request.timeout)
     except requests.Timeout:
         raise UpstreamFailure(
-            "timeout",
+            Outcome.TIMEOUT,
             f"upstream {host} did not answer within {request.timeout:g} s",
             duration_ms=elapsed_ms(),
         ) from None
     except requests.RequestException as exc:
         refusal = netguard.find_refusal(exc)
         if refusal is not None:
-            raise UpstreamFailure("rejected", str(refusal), duration_ms=elapsed_ms()) from None
+            raise UpstreamFailure(
+                Outcome.REJECTED, str(refusal), duration_ms=elapsed_ms()
+            ) from None
         if time.monotonic() >= call_deadline - 0.05:
             # The deadline cut the call short (slow DNS, dripping headers).
             raise UpstreamFailure(
-                "timeout",
+                Outcome.TIMEOUT,
                 f"upstream {host} did not answer within {2 * request.timeout:g} s",
                 duration_ms=elapsed_ms(),
             ) from None
         # str(exc) can hold the URL with its query string: name the kind only.
         raise UpstreamFailure(
-            "unreachable",
+            Outcome.UNREACHABLE,
             f"upstream {host} is unreachable ({type(exc).__name__})",
             duration_ms=elapsed_ms(),
         ) from None
     except ValueError as exc:
         raise UpstreamFailure(
-            "invalid_response", f"upstream {host}: {exc}", duration_ms=elapsed_ms()
+            Outcome.INVALID_RESPONSE, f"upstream {host}: {exc}", duration_ms=elapsed_ms()
         ) from None
 
     duration_ms = elapsed_ms()
@@ -415,11 +507,13 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
 
     if not 200 <= status < 300:
         reason = "" if document is not None else "body is not JSON"
-        failure = reader.failure("upstream_error", reason, status, document, duration_ms)
+        failure = reader.failure(Outcome.UPSTREAM_ERROR, reason, status, document, duration_ms)
         failure.retry_after = _retry_after(response.headers.get("Retry-After"))
         raise failure
     if document is None:
-        raise reader.failure("invalid_response", "body is not JSON", status, None, duration_ms)
+        raise reader.failure(
+            Outcome.INVALID_RESPONSE, "body is not JSON", status, None, duration_ms
+        )
 
     reader.check_conditions(document, status, duration_ms)
     token = reader.token(document, status, duration_ms)

@@ -8,8 +8,8 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 
-from tokens.cache import CACHE_ERRORS, health
-from tokens.outbox import outbox
+from tokenserver.cache import CACHE_ERRORS, health
+from tokenserver.outbox import outbox
 
 
 def healthz(request):

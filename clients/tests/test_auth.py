@@ -12,7 +12,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from clients.access_tokens import access_token_issue, access_token_revoke, revocations
-from clients.services import client_create
+from clients.services import client_create, client_save
 from tokens.services import token_get
 
 pytestmark = pytest.mark.django_db
@@ -345,7 +345,7 @@ def test_narrowing_a_clients_rights_revokes_its_tokens(
 
     with django_capture_on_commit_callbacks(execute=True):
         client.scopes = ["token:read"]
-        client.save()
+        client_save(client)
 
     assert api.get("/api/realm").status_code == 401
 

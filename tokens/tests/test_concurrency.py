@@ -130,7 +130,7 @@ def gunicorn_server(tmp_path):
         try:
             requests.get(f"{base}/api/token", timeout=1)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:
             if process.poll() is not None:
                 log.seek(0)
                 pytest.fail(f"gunicorn exited: {log.read()[-2000:]}")

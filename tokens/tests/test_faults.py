@@ -22,12 +22,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from conftest import CHILD_ENV, RealmFactory, SecretFactory, numbered_tokens
-from tokens import cache as token_cache
 from tokens.models import CachedToken, FetchLog
-from tokens.outbox import outbox
 from tokens.services import token_get
 from tokens.tests.test_concurrency import _database_url
+from tokenserver import cache as shared_cache
 from tokenserver.errors import LockWaitTimeout, UpstreamUnavailable
+from tokenserver.outbox import outbox
 
 pytestmark = pytest.mark.slow
 
@@ -97,11 +97,11 @@ def own_redis(tmp_path, monkeypatch):
         }
     }
     # Retry a failed cache after 0.2 s instead of 5 s, to keep the test short.
-    monkeypatch.setattr(token_cache, "RETRY_INTERVAL", 0.2)
-    token_cache.health.reset()
+    monkeypatch.setattr(shared_cache, "RETRY_INTERVAL", 0.2)
+    shared_cache.health.reset()
     with override_settings(CACHES=caches, TOKENSERVER_LOCK_BACKEND="redis", REDIS_URL=server.url):
         yield server
-    token_cache.health.reset()
+    shared_cache.health.reset()
     if server.process.poll() is None:
         server.kill()
 
@@ -113,7 +113,7 @@ def test_redis_stopped_mid_run_then_back(own_redis, upstream, wechat_secret, cap
     assert token_get("wxgzh", "wxgzh_secret").source == "cache"
 
     own_redis.kill()
-    with caplog.at_level("WARNING", logger="tokens.cache"):
+    with caplog.at_level("WARNING", logger="tokenserver.cache"):
         during = [token_get("wxgzh", "wxgzh_secret") for _ in range(20)]
 
     # Served from the database, no error, and a single warning for the interval.

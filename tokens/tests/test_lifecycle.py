@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
 from tokens import guards
+from tokens.background import wait_for_background_refreshes
 from tokens.locks import lock_for
 from tokens.models import CachedToken, FetchLog
-from tokens.services import token_get, wait_for_background_refreshes
+from tokens.services import token_get
 from tokens.testing import sequence
 from tokens.tests.test_concurrency import run_at_once
 from tokenserver.errors import LockWaitTimeout, UpstreamError, UpstreamUnavailable

@@ -14,8 +14,10 @@ from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
 from tokens.models import CachedToken
+from tokens.results import Snapshot
 from tokens.services import token_get
 from tokens.upstream import UpstreamFailure, fetch
+from tokenserver import cache as shared_cache
 from tokenserver.errors import NotFound, SecretDisabled, TooManyFlushes
 from tokenserver.logging import RedactQueryStrings
 
@@ -90,12 +92,12 @@ def test_a_worker_that_thinks_redis_is_down_cannot_take_a_held_lock():
     # the Redis lock made two holders. The database lease is the authority.
     first = RedisLock("secret:r:k", ttl=30)
     assert first.try_acquire()
-    token_cache.health.failed(ConnectionError("simulated"))
+    shared_cache.health.failed(ConnectionError("simulated"))
     try:
         second = RedisLock("secret:r:k", ttl=30)
         assert not second.try_acquire()
     finally:
-        token_cache.health.reset()
+        shared_cache.health.reset()
         first.release()
     assert RedisLock("secret:r:k", ttl=30).try_acquire()
 
@@ -259,13 +261,10 @@ def test_cache_entry_sealed_under_a_dropped_key_is_a_miss(upstream, wechat_secre
     settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key, *settings.TOKENSERVER_ENCRYPTION_KEYS]
     call_command("rotatekeys", stdout=__import__("io").StringIO())
     # An entry another process cached under the old key, still in the cache:
-    token_cache.cache_write(
+    token_cache.entry_write(
         "wxgzh",
         "wxgzh_secret",
-        token="T",
-        expires_at=time.time() + 60,
-        fetched_at=time.time(),
-        refresh_at=time.time() + 30,
+        Snapshot("T", time.time(), time.time() + 60, time.time() + 30),
         now=time.time(),
     )
     settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key]
@@ -299,12 +298,12 @@ def test_deleting_a_client_revokes_its_tokens():
         access_token_verify,
     )
     from clients.access_tokens import revocations as client_revocations
-    from clients.services import client_create
+    from clients.services import client_create, client_delete
 
     app, _ = client_create("app", scopes=["token:read"])
     token, _ = access_token_issue(app.client_id, app.scopes)
 
-    app.delete()
+    client_delete(app)
     client_revocations.invalidate()
 
     with pytest.raises(InvalidAccessToken, match="revoked"):

@@ -8,8 +8,9 @@ from django.db import connection
 from django.utils import timezone
 
 from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
+from tokens.background import wait_for_background_refreshes
 from tokens.models import CachedToken, FetchLog
-from tokens.services import token_get, wait_for_background_refreshes
+from tokens.services import token_get
 from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
 
 pytestmark = pytest.mark.django_db

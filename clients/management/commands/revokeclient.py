@@ -16,12 +16,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, client_id, disable, **options):
         try:
-            client = client_revoke(client_id)
+            client = client_revoke(client_id, disable=disable)
         except ServiceError as error:
             raise CommandError(error.detail) from None
-        if disable:
-            client.enabled = False
-            client.save(update_fields=["enabled", "updated_at"])
         self.stdout.write(
             f"revoked the tokens of {client}" + (", and disabled it" if disable else "")
         )

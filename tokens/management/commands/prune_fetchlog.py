@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tokens.services import fetchlog_prune
+from tokens.models import FetchLog
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -31,5 +31,5 @@ class Command(BaseCommand):
     def handle(self, *args, older_than, batch_size, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        deleted = fetchlog_prune(parse_age(older_than), batch_size=batch_size)
+        deleted = FetchLog.objects.prune(parse_age(older_than), batch_size=batch_size)
         self.stdout.write(f"prune_fetchlog: deleted {deleted} rows older than {older_than}")

@@ -10,25 +10,21 @@ Where the upstream client may connect (server-side request forgery guard).
 - IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are
   judged by that address too.
 
-The check runs on the *resolved* address, at save time (`check_url`) and at
-fetch time inside the connection itself (`GuardedAdapter`): the connection
-goes to the very address that was checked, so a DNS answer that changes in
+The check runs on the *resolved* address: at save time (`check_url`, called
+by the realm service and the console's realm form) and at fetch time inside
+the upstream client's connection itself (tokens.upstream), which connects to
+the very address `resolve_checked` returned, so a DNS answer that changes in
 between (rebinding) cannot slip past it. TLS still verifies the hostname.
 """
 
 import ipaddress
 import socket
 import threading
-import time
-from contextlib import contextmanager
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 ALWAYS_REFUSED = [
     ipaddress.ip_network(network)
@@ -99,43 +95,9 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
-# --- One deadline for the whole call -------------------------------------------------
-#
-# requests' timeouts bound each connect and each read, not the call: a slow
-# DNS answer or headers dripped a byte at a time could hold a fetch (and the
-# secret's lock) far longer. Within `deadline()`, resolving is abandoned and
-# the socket shut down when the deadline passes.
-
-_state = threading.local()
-
-
-@contextmanager
-def deadline(at: float):
-    """Bound the connections opened in this block to time.monotonic() `at`."""
-    _state.deadline, _state.timers = at, []
-    try:
-        yield
-    finally:
-        for timer in _state.timers:
-            timer.cancel()
-        _state.deadline, _state.timers = None, []
-
-
-def _remaining() -> float | None:
-    at = getattr(_state, "deadline", None)
-    return None if at is None else at - time.monotonic()
-
-
-def _shutdown(sock) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _getaddrinfo(host: str, port: int):
-    remaining = _remaining()
-    if remaining is None:
+def _getaddrinfo(host: str, port: int, timeout: float | None):
+    """socket.getaddrinfo, abandoned after `timeout` seconds (a resolver can hang)."""
+    if timeout is None:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     answer = {}
 
@@ -147,7 +109,7 @@ def _getaddrinfo(host: str, port: int):
 
     worker = threading.Thread(target=lookup, daemon=True)
     worker.start()
-    worker.join(max(0.0, remaining))
+    worker.join(max(0.0, timeout))
     if worker.is_alive():
         raise TimeoutError(f"resolving {host} took too long")
     if "error" in answer:
@@ -155,10 +117,13 @@ def _getaddrinfo(host: str, port: int):
     return answer["infos"]
 
 
-def resolve_checked(host: str, port: int) -> str:
-    """Resolve `host` and return an address to connect to; every address must be allowed."""
+def resolve_checked(host: str, port: int, *, timeout: float | None = None) -> str:
+    """
+    Resolve `host` (within `timeout` seconds, if given) and return an address
+    to connect to; every address it resolves to must be allowed.
+    """
     try:
-        infos = _getaddrinfo(host, port)
+        infos = _getaddrinfo(host, port, timeout)
     except socket.gaierror as error:
         raise OSError(f"cannot resolve {host}: {error.strerror}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -193,51 +158,6 @@ def check_url(url: str, *, resolve: bool = True) -> None:
     reason = address_refusal(host)
     if reason:
         raise RefusedDestination(f"upstream {host} refused: {reason}")
-
-
-class _GuardedConnectionMixin:
-    def _new_conn(self):
-        # Connect to the address that was checked, not to a second lookup.
-        checked = resolve_checked(self._dns_host, self.port)
-        original, self._dns_host = self._dns_host, checked
-        try:
-            sock = super()._new_conn()
-        finally:
-            self._dns_host = original
-        remaining = _remaining()
-        if remaining is not None:
-            timer = threading.Timer(max(0.0, remaining), _shutdown, args=(sock,))
-            timer.daemon = True
-            timer.start()
-            _state.timers.append(timer)
-        return sock
-
-
-class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-    pass
-
-
-class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class GuardedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = GuardedHTTPConnection
-
-
-class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = GuardedHTTPSConnection
-
-
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections go only to allowed addresses."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": GuardedHTTPConnectionPool,
-            "https": GuardedHTTPSConnectionPool,
-        }
 
 
 def find_refusal(error: BaseException, depth: int = 0) -> RefusedDestination | None:

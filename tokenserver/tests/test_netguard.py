@@ -9,9 +9,9 @@ import socket
 import pytest
 
 from conftest import ArgumentFactory, RealmFactory, SecretFactory
-from tokens import netguard
 from tokens.models import FetchLog
 from tokens.services import token_get
+from tokenserver import netguard
 from tokenserver.errors import UpstreamError
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from tokenserver.keys import keys_rotate
+from tokens.keys import keys_rotate
 
 
 class Command(BaseCommand):

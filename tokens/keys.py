@@ -30,5 +30,5 @@ def keys_rotate(batch_size: int = 500) -> dict[str, int]:
         counts[model._meta.verbose_name_plural] = done
     # Cache entries are sealed too: drop them (they refill from the database),
     # so nothing sealed under an old key outlives the old key.
-    token_cache.cache_clear_tokens()
+    token_cache.entries_clear()
     return counts

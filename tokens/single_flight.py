@@ -1,0 +1,340 @@
+"""
+The single-flight fetch: however many requests, workers and hosts want a new
+token for one secret at once, one of them calls the upstream.
+
+`refresh()` takes the secret's lock (or waits for its holder's result),
+looks again (another worker may have just stored what this request needs),
+and only then calls the upstream through the realm's guards (circuit
+breaker, rate-limit backoff, concurrency cap), retrying network errors and
+HTTP 5xx with jittered backoff; it then caches and stores the token and
+writes one FetchLog row per attempt. The upstream call never runs inside a
+database transaction.
+"""
+
+import hmac
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import DatabaseError, transaction
+
+from realms.models import Realm
+from secret_store.models import Secret
+from tokens import cache as token_cache
+from tokens import guards, upstream
+from tokens.locks import lock_for
+from tokens.models import CachedToken, FetchLog
+from tokens.results import Snapshot, TokenResult
+from tokenserver.errors import (
+    LockWaitTimeout,
+    NotFound,
+    SecretDisabled,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from tokenserver.outbox import outbox
+
+logger = logging.getLogger(__name__)
+
+#: How much longer than the realm's timeout a request waits for another
+#: worker's refresh before it gives up (with the still-valid token, or 503).
+LOCK_WAIT_GRACE = 1.0
+
+#: Retry backoff: full jitter over BASE × 2^attempt, at most CAP seconds.
+RETRY_BASE, RETRY_CAP = 0.2, 2.0
+
+#: Outcomes that mean "try again later" (503) rather than "the upstream said no" (502).
+UNAVAILABLE_OUTCOMES = {FetchLog.Outcome.TIMEOUT, FetchLog.Outcome.UNREACHABLE}
+
+
+@dataclass(frozen=True)
+class Need:
+    """
+    Which token satisfies a request. Plain requests want a token not yet due
+    for refresh (`lookahead` seconds ahead, for the refresher); flushes want
+    one fetched at or after `fetched_after`; with `rejected`, any token but
+    that one (a token the provider refused is never handed back).
+    """
+
+    fetched_after: float | None = None
+    rejected: str | None = None
+    lookahead: float = 0.0
+
+    @classmethod
+    def flush(cls, realm: Realm, requested_at: float, rejected: str | None = None) -> "Need":
+        # Inside the realm's minimum interval the token just fetched is the answer.
+        return cls(fetched_after=requested_at - realm.min_flush_interval, rejected=rejected)
+
+    def satisfied_by(self, snapshot: Snapshot | None, now: float) -> bool:
+        if snapshot is None or not snapshot.alive(now):
+            return False
+        if self.rejected is not None:
+            # Already replaced: no upstream call. Still current: refresh.
+            return not hmac.compare_digest(snapshot.token.encode(), self.rejected.encode())
+        if self.fetched_after is not None:
+            return snapshot.fetched_at >= self.fetched_after
+        return now + self.lookahead < snapshot.refresh_at
+
+
+#: Any token that has not expired.
+ANY_VALID = Need(fetched_after=0.0)
+
+
+def load_secret(realm_id: str, key: str) -> Secret:
+    """
+    The enabled secret (`realm_id`, `key`), with its realm and stored token.
+    Raises NotFound, SecretDisabled, or UpstreamUnavailable when the database
+    cannot answer.
+    """
+    try:
+        secret = Secret.objects.select_related("realm", "cached_token").get(
+            realm_id=realm_id, key=key
+        )
+    except Secret.DoesNotExist:
+        if not Realm.objects.filter(pk=realm_id).exists():
+            raise NotFound(f"Unknown realm {realm_id!r}.") from None
+        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.") from None
+    except DatabaseError:
+        raise UpstreamUnavailable(
+            "The database is unavailable and the token is not in the cache.", retry_after=5
+        ) from None
+    if (secret.realm_id, secret.key) != (realm_id, key):
+        # MySQL's collation matched another case: names are exact, everywhere
+        # (cache keys and clients' patterns are case-sensitive).
+        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")
+    if not secret.enabled:
+        raise SecretDisabled(f"Secret {realm_id}/{key} is disabled.")
+    return secret
+
+
+def stored_token(secret: Secret) -> CachedToken | None:
+    """The secret's stored token, as loaded with it (load_secret selects it)."""
+    try:
+        return secret.cached_token
+    except CachedToken.DoesNotExist:
+        return None
+
+
+def call_budget(realm: Realm) -> float:
+    """
+    The longest one refresh may take: for every attempt, the wait for an
+    upstream slot (timeout) and the call itself (at most 2 × timeout: see
+    upstream.fetch), plus the backoffs between attempts.
+    """
+    attempts = realm.max_retries + 1
+    return attempts * 3 * realm.timeout + realm.max_retries * RETRY_CAP
+
+
+def lock_ttl(realm: Realm) -> float:
+    """The lease of a secret's lock: longer than the longest refresh, so it is not lost mid-call;
+    short enough that a killed holder blocks the others only briefly."""
+    return call_budget(realm) + 5
+
+
+def secret_lock(realm_id: str, key: str, ttl: float):
+    """The single-flight lock of one secret, by the names apps use (the cache path has no pk)."""
+    return lock_for(f"secret:{realm_id}:{key}", ttl=ttl)
+
+
+def cache_put(secret: Secret, stored: CachedToken, now: float) -> None:
+    """Put a stored token back in the cache, with the realm's refresh time."""
+    token_cache.entry_write(
+        secret.realm_id,
+        secret.key,
+        stored.snapshot(secret.realm.refresh_margin, lock_ttl=lock_ttl(secret.realm)),
+        now=now,
+    )
+
+
+#: look_again's "read the row anew".
+_READ = object()
+
+
+def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> TokenResult | None:
+    """
+    A token that satisfies `need`: the cache first, then the database (the
+    row passed as `stored`, None for none, or by default read anew).
+    """
+    snapshot = token_cache.entry_read(secret.realm_id, secret.key)
+    if need.satisfied_by(snapshot, now):
+        return snapshot.result("cache")
+    if stored is _READ:
+        stored = CachedToken.objects.filter(secret=secret).first()
+    if stored is not None:
+        snapshot = stored.snapshot(secret.realm.refresh_margin)
+        if need.satisfied_by(snapshot, now):
+            cache_put(secret, stored, now)
+            return snapshot.result("database")
+    return None
+
+
+def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenResult:
+    """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
+    realm = secret.realm
+    lock = secret_lock(secret.realm_id, secret.key, lock_ttl(realm))
+    deadline = time.monotonic() + realm.timeout + LOCK_WAIT_GRACE
+    delay = 0.005
+    while not lock.try_acquire():
+        # Someone else is refreshing: poll for their result instead of
+        # queueing on the lock, so every waiter returns as soon as it lands.
+        found = look_again(secret, time.time(), need)
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            still_valid = look_again(secret, time.time(), ANY_VALID)
+            if still_valid:
+                return still_valid
+            raise LockWaitTimeout(
+                f"Another refresh of {secret} is taking longer than {realm.timeout:g} s.",
+                retry_after=1,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    try:
+        found = look_again(secret, time.time(), need)
+        if found:
+            return found
+        return fetch_and_store(secret, trigger=trigger, client=client)
+    finally:
+        lock.release()
+
+
+def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields) -> None:
+    """One FetchLog row per attempt; kept for later if the database is down."""
+    outbox.write(
+        FetchLog,
+        realm=secret.realm_id,
+        key=secret.key,
+        trigger=trigger,
+        outcome=outcome,
+        client=client,
+        **fields,
+    )
+
+
+def fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult:
+    """
+    Call the upstream (outside any transaction) through the realm's guards,
+    retrying network errors and 5xx; then cache, persist and log. The caller
+    holds the secret's lock.
+    """
+    realm = secret.realm
+    attempt = 0
+    while True:
+        try:
+            guards.check(realm)
+            with guards.upstream_slot(realm, ttl=lock_ttl(realm), wait=realm.timeout):
+                sent_at = time.time()
+                fetched = upstream.fetch(realm, secret)
+            break
+        except guards.Refused as refused:
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=FetchLog.Outcome.REJECTED,
+                error_code=refused.reason,
+                error_message=refused.detail[:500],
+            )
+            raise UpstreamUnavailable(
+                refused.detail, retry_after=refused.retry_after, outcome=FetchLog.Outcome.REJECTED
+            ) from None
+        except upstream.UpstreamFailure as failure:
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=failure.outcome,
+                http_status=failure.http_status,
+                error_code=failure.error_code,
+                error_message=failure.error_message,
+                duration_ms=failure.duration_ms,
+            )
+            guards.record_failure(realm, failure)
+            logger.warning("fetch %s failed: %s (attempt %d)", secret, failure.outcome, attempt + 1)
+            # Only network errors and HTTP 5xx are retried, never an answer
+            # that says no (4xx, an upstream error code): see guards.is_retryable.
+            if guards.is_retryable(failure) and attempt < realm.max_retries:
+                time.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt)))  # noqa: S311
+                attempt += 1
+                continue
+            _raise_for(failure)
+
+    guards.record_success(realm)
+    now = time.time()
+    expires_at = sent_at + fetched.lifetime
+    result = TokenResult(
+        fetched.token,
+        expires_at,
+        "upstream",
+        http_status=fetched.http_status,
+        lifetime=fetched.lifetime,
+    )
+    _log_attempt(
+        secret,
+        trigger=trigger,
+        client=client,
+        outcome=FetchLog.Outcome.OK,
+        http_status=fetched.http_status,
+        duration_ms=fetched.duration_ms,
+        lifetime=int(fetched.lifetime),
+    )
+    if _changed_meanwhile(secret):
+        # Disabled, deleted or given new credentials while we fetched: the
+        # caller asked before that and gets its token, but it is not kept.
+        logger.warning("%s changed during the fetch; its token is not kept", secret)
+        return result
+    stored = CachedToken(
+        secret=secret,
+        token=fetched.token,
+        expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
+        fetched_at=datetime.fromtimestamp(now, tz=UTC),
+    )
+    # The cache first: if the database is down, the token is still served
+    # from Redis while the writes wait in the outbox.
+    cache_put(secret, stored, now)
+    outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
+    logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
+    return result
+
+
+def _changed_meanwhile(secret: Secret) -> bool:
+    """Whether the secret was changed (or deleted, or disabled) since it was loaded."""
+    try:
+        return not Secret.objects.filter(
+            pk=secret.pk, version=secret.version, enabled=True
+        ).exists()
+    except DatabaseError:
+        return False  # cannot tell: keep the token (the outbox stores it later)
+
+
+def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
+    """
+    Persist a fetched token, unless a newer one is already stored (newer:
+    expiring later, which with equal lifetimes means requested later: the
+    one a provider such as WeChat issued last and keeps valid).
+    """
+    with transaction.atomic():
+        current = CachedToken.objects.select_for_update().filter(secret_id=secret_pk).first()
+        if current is None:
+            if Secret.objects.filter(pk=secret_pk).exists():
+                CachedToken.objects.create(
+                    secret_id=secret_pk, token=token, expires_at=expires_at, fetched_at=fetched_at
+                )
+        elif current.expires_at <= expires_at:
+            current.token, current.expires_at, current.fetched_at = token, expires_at, fetched_at
+            current.save()
+
+
+def _raise_for(failure: upstream.UpstreamFailure):
+    context = {
+        "outcome": failure.outcome,
+        "http_status": failure.http_status,
+        "error_code": failure.error_code,
+        "error_message": failure.error_message,
+    }
+    if failure.outcome in UNAVAILABLE_OUTCOMES:
+        raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
+    raise UpstreamError(failure.detail, **context) from None
