@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from realms.models import Argument, Realm
 from secret_store.models import Secret
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 from tokens.testing import FakeUpstream, numbered_tokens  # noqa: F401 - re-exported for tests
 
 # --- The fake upstream -------------------------------------------------------
@@ -59,7 +59,7 @@ class SecretFactory(factory.django.DjangoModelFactory):
         model = Secret
 
     realm = factory.SubFactory(RealmFactory)
-    key = factory.Sequence(lambda n: f"secret{n}")
+    name = factory.Sequence(lambda n: f"secret{n}")
     key_1 = "wx1234567890abcdef"
     key_2 = "0123456789abcdef0123456789abcdef"
 
@@ -79,7 +79,7 @@ def wechat_realm(upstream):
 def wechat_secret(wechat_realm):
     return SecretFactory(
         realm=wechat_realm,
-        key="wxgzh_secret",
+        name="wxgzh_secret",
         key_1="wx1234567890abcdef",
         key_2="0123456789abcdef0123456789abcdef",
         key_3="client_credential",
@@ -89,7 +89,7 @@ def wechat_secret(wechat_realm):
 def stored_token(secret, *, token="OLD", age=600, left=6600):
     """A token stored for `secret`, fetched `age` seconds ago, with `left` seconds to live."""
     now = timezone.now()
-    return CachedToken.objects.create(
+    return StoredToken.objects.create(
         secret=secret,
         token=token,
         fetched_at=now - timedelta(seconds=age),

@@ -159,8 +159,8 @@ def main():
     )
     Argument.objects.get_or_create(realm=realm, name="appid", place="url", value="$key_1")
     for name in ("hot", "cold"):
-        Secret.objects.filter(realm=realm, key=name).delete()
-        Secret.objects.create(realm=realm, key=name, key_1="bench-app-id")
+        Secret.objects.filter(realm=realm, name=name).delete()
+        Secret.objects.create(realm=realm, name=name, key_1="bench-app-id")
     # An app's bearer access token, as apps call it (verified without a query).
     app, _ = client_create("bench", scopes=["token:read", "realm:read"], allow=["bench/*"])
     access_token, _ = access_token_issue(app.client_id, app.scopes, allow=app.allow, ttl=3600)

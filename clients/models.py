@@ -43,9 +43,7 @@ class Client(models.Model):
     """
 
     name = models.CharField(max_length=100)
-    client_id = models.CharField(
-        max_length=40, unique=True, editable=False, default=new_client_id
-    )
+    client_id = models.CharField(max_length=40, unique=True, editable=False, default=new_client_id)
     secret_digest = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list, validators=[_validate_scopes])
     allow = models.JSONField(

@@ -28,7 +28,7 @@ class SecretForm(forms.ModelForm):
 
     class Meta:
         model = Secret
-        fields = ("realm", "key", *SEALED_FIELDS, "token_expires_at", "enabled", "comment")
+        fields = ("realm", "name", *SEALED_FIELDS, "token_expires_at", "enabled", "comment")
         widgets = {name: forms.PasswordInput(render_value=False) for name in SEALED_FIELDS}
 
     def __init__(self, *args, **kwargs):
@@ -55,12 +55,12 @@ class SecretAdmin(admin.ModelAdmin):
     """Secrets in the console, without the token layer's additions (see tokens.admin)."""
 
     form = SecretForm
-    list_display = ("key", "realm", "enabled", "updated_at")
+    list_display = ("name", "realm", "enabled", "updated_at")
     list_filter = ("enabled", "realm")
-    search_fields = ("key", "comment", "realm__id")
+    search_fields = ("name", "comment", "realm__id")
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("realm", "key", "enabled", "comment")}),
+        (None, {"fields": ("realm", "name", "enabled", "comment")}),
         ("Values (write-only)", {"fields": (*VALUE_FIELDS, "clear")}),
         ("Fixed token (realms of kind fixed)", {"fields": ("token", "token_expires_at")}),
         ("History", {"fields": ("created_at", "updated_at")}),

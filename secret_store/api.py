@@ -45,7 +45,7 @@ def secret_to_dict(secret: Secret) -> dict:
     masked = {name: MASK if getattr(secret, name) else None for name in (*VALUE_FIELDS, "token")}
     return {
         "realm": secret.realm_id,
-        "key": secret.key,
+        "key": secret.name,
         **masked,
         "token_expires_at": secret.token_expires_at,
         "enabled": secret.enabled,
@@ -75,7 +75,7 @@ def _write(request, realm_id=None, key=None, *, replace=False, partial=False):
             if data.get(name, expected) != expected:
                 raise serializers.ValidationError({name: ["Does not match the URL."]})
         if partial:
-            get_object_or_404(Secret, realm_id=realm_id, key=key)
+            get_object_or_404(Secret, realm_id=realm_id, name=key)
     return secret_upsert(realm_id, key, data, replace=replace)
 
 
@@ -102,7 +102,7 @@ class SecretDetailView(ScopedAPIView):
     scopes = {"GET": REALM_READ, "PUT": SECRET_WRITE, "PATCH": SECRET_WRITE, "DELETE": SECRET_WRITE}
 
     def get(self, request, realm_id, key):
-        return Response(secret_to_dict(get_object_or_404(Secret, realm_id=realm_id, key=key)))
+        return Response(secret_to_dict(get_object_or_404(Secret, realm_id=realm_id, name=key)))
 
     def put(self, request, realm_id, key):
         secret, created = _write(request, realm_id, key, replace=True)

@@ -21,7 +21,9 @@ validate_key_name = RegexValidator(
 
 class Secret(models.Model):
     """
-    One app's credentials at one realm. Apps name it by (`realm`, `key`).
+    One app's credentials at one realm. Apps ask for its token by (`realm`,
+    `name`), which the API calls `key` (the seed's word; `name` here, so it is
+    not mistaken for the values `key_1` … `key_5`).
 
     `key_1` … `key_5` are the values argument templates refer to (`$key_1`);
     `token` and `token_expires_at` serve realms of kind `fixed`. All values are
@@ -29,7 +31,12 @@ class Secret(models.Model):
     """
 
     realm = models.ForeignKey(Realm, on_delete=models.PROTECT, related_name="secrets")
-    key = models.CharField(max_length=100, validators=[validate_key_name])
+    name = models.CharField(
+        max_length=100,
+        validators=[validate_key_name],
+        db_column="key",
+        help_text="What apps ask for: /api/token?realm=…&key=<name>.",
+    )
     key_1 = EncryptedTextField(blank=True, default="")
     key_2 = EncryptedTextField(blank=True, default="")
     key_3 = EncryptedTextField(blank=True, default="")
@@ -51,23 +58,23 @@ class Secret(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     #: What was loaded, so a save can tell what changed.
-    tracker = FieldTracker(fields=[*CREDENTIAL_FIELDS, "enabled", "realm", "key"])
+    tracker = FieldTracker(fields=[*CREDENTIAL_FIELDS, "enabled", "realm", "name"])
 
     class Meta:
         ordering = ["-updated_at"]
         constraints = [
-            models.UniqueConstraint(fields=["realm", "key"], name="secret_unique_realm_key"),
+            models.UniqueConstraint(fields=["realm", "name"], name="secret_unique_realm_key"),
         ]
 
     def __str__(self):
-        return f"{self.realm_id}/{self.key}"
+        return f"{self.realm_id}/{self.name}"
 
     def save(self, *args, **kwargs):
         # A fetch that started before this change must not store its token.
         if not self._state.adding and (
             self.credentials_changed()
             or self.tracker.has_changed("enabled")
-            or self.previous_identity() != (self.realm_id, self.key)
+            or self.previous_identity() != (self.realm_id, self.name)
         ):
             self.version += 1
         super().save(*args, **kwargs)
@@ -83,10 +90,10 @@ class Secret(models.Model):
         )
 
     def previous_identity(self) -> tuple[str, str] | None:
-        """(realm, key) as loaded; None when new."""
+        """(realm, name) as loaded; None when new."""
         if self._state.adding:
             return None
-        return (self.tracker.previous("realm"), self.tracker.previous("key"))
+        return (self.tracker.previous("realm"), self.tracker.previous("name"))
 
     def clean(self):
         # A fixed token that is already expired is a mistake at save time;

@@ -18,34 +18,44 @@ _DEFAULTS = {name: "" for name in (*VALUE_FIELDS, "token", "comment")} | {
 
 @transaction.atomic
 def secret_upsert(
-    realm_id: str, key: str, data: dict, *, replace: bool = False
+    realm_id: str, name: str, data: dict, *, replace: bool = False
 ) -> tuple[Secret, bool]:
     """
-    Create the secret (`realm_id`, `key`) or update it from `data`.
+    Create the secret (`realm_id`, `name`) or update it from `data`.
 
     Fields `data` leaves out keep their stored values, unless `replace`
     (PUT), which resets them; `None` or "" clears a value. New credentials
-    drop the cached token (tokens.signals). Raises django ValidationError.
+    drop the stored token (tokens.signals). Raises django ValidationError,
+    keyed by the API's field names.
     """
     realm = Realm.objects.filter(pk=realm_id).first()
     if realm is None:
         raise ValidationError({"realm": [f"Unknown realm {realm_id!r}."]})
-    secret = Secret.objects.select_for_update().filter(realm=realm, key=key).first()
+    secret = Secret.objects.select_for_update().filter(realm=realm, name=name).first()
     created = secret is None
     if created:
-        secret = Secret(realm=realm, key=key)
-    for name in WRITABLE_FIELDS:
-        if name in data:
-            value = data[name]
-            setattr(secret, name, _DEFAULTS[name] if value is None else value)
+        secret = Secret(realm=realm, name=name)
+    for field in WRITABLE_FIELDS:
+        if field in data:
+            value = data[field]
+            setattr(secret, field, _DEFAULTS[field] if value is None else value)
         elif replace:
-            setattr(secret, name, _DEFAULTS[name])
-    secret.full_clean()
+            setattr(secret, field, _DEFAULTS[field])
+    try:
+        secret.full_clean()
+    except ValidationError as error:
+        # The API (the seed) calls the secret's name "key".
+        raise ValidationError(
+            {
+                "key" if field == "name" else field: messages
+                for field, messages in error.message_dict.items()
+            }
+        ) from None
     secret.save()
     return secret, created
 
 
-def secret_delete(realm_id: str, key: str) -> None:
-    deleted, _ = Secret.objects.filter(realm_id=realm_id, key=key).delete()
+def secret_delete(realm_id: str, name: str) -> None:
+    deleted, _ = Secret.objects.filter(realm_id=realm_id, name=name).delete()
     if not deleted:
-        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")
+        raise NotFound(f"Realm {realm_id!r} has no secret {name!r}.")

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from secret_store.admin import SecretAdmin
 from secret_store.models import Secret
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_test_fetch
 from tokenserver.errors import ServiceError
 
@@ -20,7 +20,7 @@ class SecretTokenAdmin(SecretAdmin):
         client = request.user.get_username()
         for secret in queryset.select_related("realm"):
             try:
-                outcome = token_test_fetch(secret.realm_id, secret.key, client=client)
+                outcome = token_test_fetch(secret.realm_id, secret.name, client=client)
             except ServiceError as error:
                 self.message_user(request, f"{secret}: {error.detail}", messages.ERROR)
                 continue
@@ -37,7 +37,6 @@ class SecretTokenAdmin(SecretAdmin):
             )
 
 
-
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View-only: these records are written by the token path, not by hand."""
 
@@ -51,13 +50,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(CachedToken)
-class CachedTokenAdmin(ReadOnlyAdmin):
+@admin.register(StoredToken)
+class StoredTokenAdmin(ReadOnlyAdmin):
     # The token itself is never shown, not even in part.
     list_display = ("secret", "fetched_at", "expires_at", "remaining_seconds")
     fields = ("secret", "fetched_at", "expires_at")
     list_select_related = ("secret",)
-    search_fields = ("secret__key", "secret__realm__id")
+    search_fields = ("secret__name", "secret__realm__id")
 
     @admin.display(description="seconds left")
     def remaining_seconds(self, obj):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db import connections
 
 from realms.models import Realm
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.single_flight import (
     Need,
     fetch_and_store,
@@ -124,7 +124,7 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     report = RefreshReport()
     due = []
     rows = (
-        CachedToken.objects.select_related("secret__realm")
+        StoredToken.objects.select_related("secret__realm")
         .filter(secret__enabled=True)
         .exclude(secret__realm__kind=Realm.Kind.FIXED)
         .defer("token")  # no decryption for the ones that are not due

@@ -4,7 +4,7 @@ from django.db import transaction
 
 from secret_store.models import VALUE_FIELDS, Secret
 from tokens import cache as token_cache
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 
 
 def keys_rotate(batch_size: int = 500) -> dict[str, int]:
@@ -17,7 +17,7 @@ def keys_rotate(batch_size: int = 500) -> dict[str, int]:
     counts = {}
     for model, fields in (
         (Secret, (*VALUE_FIELDS, "token")),
-        (CachedToken, ("token",)),
+        (StoredToken, ("token",)),
     ):
         done = 0
         for pk in model.objects.values_list("pk", flat=True).order_by("pk").iterator():

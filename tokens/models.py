@@ -13,7 +13,7 @@ from tokenserver.fields import EncryptedTextField
 REFRESH_JITTER = 0.5
 
 
-class CachedToken(models.Model):
+class StoredToken(models.Model):
     """
     The current token of one secret, as the upstream granted it: the database
     copy behind the cache, so a restart or a cache flush costs no upstream
@@ -25,14 +25,14 @@ class CachedToken(models.Model):
     """
 
     secret = models.OneToOneField(
-        Secret, on_delete=models.CASCADE, primary_key=True, related_name="cached_token"
+        Secret, on_delete=models.CASCADE, primary_key=True, related_name="stored_token"
     )
     token = EncryptedTextField()
     expires_at = models.DateTimeField()
     fetched_at = models.DateTimeField()
 
     class Meta:
-        verbose_name = "cached token"
+        verbose_name = "stored token"
 
     def __str__(self):
         return f"token of {self.secret_id}"
@@ -81,9 +81,7 @@ class FetchLogQuerySet(models.QuerySet):
         cutoff = timezone.now() - age
         deleted = 0
         while True:
-            ids = list(
-                self.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size]
-            )
+            ids = list(self.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])
             if not ids:
                 return deleted
             deleted += self.filter(id__in=ids).delete()[0]

@@ -24,7 +24,7 @@ from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens.background import revalidate
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.results import Snapshot, TokenResult
 from tokens.single_flight import (
     Need,
@@ -103,7 +103,7 @@ def token_get(
     return refresh(secret, need, trigger=trigger, client=client)
 
 
-def _refuse_early_rejection(secret: Secret, stored: CachedToken | None, now: float) -> None:
+def _refuse_early_rejection(secret: Secret, stored: StoredToken | None, now: float) -> None:
     """
     A token reported as rejected within the realm's minimum interval after it
     was fetched is not refreshed again (that is how a reporting loop would
@@ -135,7 +135,7 @@ def _fixed_token(secret: Secret, now: float) -> TokenResult:
         expires_at if expires_at is not None else now + 86400,
         source="fixed",
     )
-    token_cache.entry_write(secret.realm_id, secret.key, snapshot, now=now)
+    token_cache.entry_write(secret.realm_id, secret.name, snapshot, now=now)
     return snapshot.result()
 
 

@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from realms.models import Argument, Realm
 from secret_store.models import Secret
 from tokens.cache import entries_evict
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 
 
 def _evict_on_commit(pairs):
@@ -26,29 +26,29 @@ def _evict_on_commit(pairs):
 @receiver(post_save, sender=Secret)
 def secret_saved(sender, instance, created, **kwargs):
     # post_save runs inside save(): the tracker still knows what was loaded.
-    pairs = {(instance.realm_id, instance.key)}
+    pairs = {(instance.realm_id, instance.name)}
     if not created:
         pairs.add(instance.previous_identity())
         if instance.credentials_changed():
-            CachedToken.objects.filter(secret=instance).delete()
+            StoredToken.objects.filter(secret=instance).delete()
     _evict_on_commit(pairs)
 
 
 @receiver(post_delete, sender=Secret)
 def secret_deleted(sender, instance, **kwargs):
-    _evict_on_commit([(instance.realm_id, instance.key)])
+    _evict_on_commit([(instance.realm_id, instance.name)])
 
 
 @receiver(post_save, sender=Realm)
 @receiver(post_delete, sender=Realm)
 def realm_changed(sender, instance, **kwargs):
     # The realm's margin is baked into its cache entries: rebuild them.
-    _evict_on_commit(Secret.objects.filter(realm_id=instance.pk).values_list("realm_id", "key"))
+    _evict_on_commit(Secret.objects.filter(realm_id=instance.pk).values_list("realm_id", "name"))
 
 
 @receiver(post_save, sender=Argument)
 @receiver(post_delete, sender=Argument)
 def argument_changed(sender, instance, **kwargs):
     _evict_on_commit(
-        Secret.objects.filter(realm_id=instance.realm_id).values_list("realm_id", "key")
+        Secret.objects.filter(realm_id=instance.realm_id).values_list("realm_id", "name")
     )

@@ -25,7 +25,7 @@ from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens import guards, upstream
 from tokens.locks import lock_for
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.results import Snapshot, TokenResult
 from tokenserver.errors import (
     LockWaitTimeout,
@@ -89,8 +89,8 @@ def load_secret(realm_id: str, key: str) -> Secret:
     cannot answer.
     """
     try:
-        secret = Secret.objects.select_related("realm", "cached_token").get(
-            realm_id=realm_id, key=key
+        secret = Secret.objects.select_related("realm", "stored_token").get(
+            realm_id=realm_id, name=key
         )
     except Secret.DoesNotExist:
         if not Realm.objects.filter(pk=realm_id).exists():
@@ -100,7 +100,7 @@ def load_secret(realm_id: str, key: str) -> Secret:
         raise UpstreamUnavailable(
             "The database is unavailable and the token is not in the cache.", retry_after=5
         ) from None
-    if (secret.realm_id, secret.key) != (realm_id, key):
+    if (secret.realm_id, secret.name) != (realm_id, key):
         # MySQL's collation matched another case: names are exact, everywhere
         # (cache keys and clients' patterns are case-sensitive).
         raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")
@@ -109,11 +109,11 @@ def load_secret(realm_id: str, key: str) -> Secret:
     return secret
 
 
-def stored_token(secret: Secret) -> CachedToken | None:
+def stored_token(secret: Secret) -> StoredToken | None:
     """The secret's stored token, as loaded with it (load_secret selects it)."""
     try:
-        return secret.cached_token
-    except CachedToken.DoesNotExist:
+        return secret.stored_token
+    except StoredToken.DoesNotExist:
         return None
 
 
@@ -138,11 +138,11 @@ def secret_lock(realm_id: str, key: str, ttl: float):
     return lock_for(f"secret:{realm_id}:{key}", ttl=ttl)
 
 
-def cache_put(secret: Secret, stored: CachedToken, now: float) -> None:
+def cache_put(secret: Secret, stored: StoredToken, now: float) -> None:
     """Put a stored token back in the cache, with the realm's refresh time."""
     token_cache.entry_write(
         secret.realm_id,
-        secret.key,
+        secret.name,
         stored.snapshot(secret.realm.refresh_margin, lock_ttl=lock_ttl(secret.realm)),
         now=now,
     )
@@ -157,11 +157,11 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
     A token that satisfies `need`: the cache first, then the database (the
     row passed as `stored`, None for none, or by default read anew).
     """
-    snapshot = token_cache.entry_read(secret.realm_id, secret.key)
+    snapshot = token_cache.entry_read(secret.realm_id, secret.name)
     if need.satisfied_by(snapshot, now):
         return snapshot.result("cache")
     if stored is _READ:
-        stored = CachedToken.objects.filter(secret=secret).first()
+        stored = StoredToken.objects.filter(secret=secret).first()
     if stored is not None:
         snapshot = stored.snapshot(secret.realm.refresh_margin)
         if need.satisfied_by(snapshot, now):
@@ -173,7 +173,7 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
 def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenResult:
     """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
     realm = secret.realm
-    lock = secret_lock(secret.realm_id, secret.key, lock_ttl(realm))
+    lock = secret_lock(secret.realm_id, secret.name, lock_ttl(realm))
     deadline = time.monotonic() + realm.timeout + LOCK_WAIT_GRACE
     delay = 0.005
     while not lock.try_acquire():
@@ -206,7 +206,7 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
     outbox.write(
         FetchLog,
         realm=secret.realm_id,
-        key=secret.key,
+        key=secret.name,
         trigger=trigger,
         outcome=outcome,
         client=client,
@@ -286,7 +286,7 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult
         # caller asked before that and gets its token, but it is not kept.
         logger.warning("%s changed during the fetch; its token is not kept", secret)
         return result
-    stored = CachedToken(
+    stored = StoredToken(
         secret=secret,
         token=fetched.token,
         expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
@@ -317,10 +317,10 @@ def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
     one a provider such as WeChat issued last and keeps valid).
     """
     with transaction.atomic():
-        current = CachedToken.objects.select_for_update().filter(secret_id=secret_pk).first()
+        current = StoredToken.objects.select_for_update().filter(secret_id=secret_pk).first()
         if current is None:
             if Secret.objects.filter(pk=secret_pk).exists():
-                CachedToken.objects.create(
+                StoredToken.objects.create(
                     secret_id=secret_pk, token=token, expires_at=expires_at, fetched_at=fetched_at
                 )
         elif current.expires_at <= expires_at:

@@ -190,7 +190,7 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
     values = secret.values()
     if realm.kind == Realm.Kind.CODE:
         # The operator's function gets the secret's values as JSON.
-        body = {"realm": realm.id, "key": secret.key, **values}
+        body = {"realm": realm.id, "key": secret.name, **values}
         return TokenRequest("POST", realm.code_url, {}, {}, body, "json", None, realm.timeout)
 
     params, headers, body, auth = {}, {}, {}, None

@@ -156,13 +156,13 @@ def test_grant_type_must_be_client_credentials(make_client):
 
 
 @pytest.fixture
-def cached_token(upstream, wechat_secret):
+def stored_token(upstream, wechat_secret):
     upstream.reply("/cgi-bin/token", {"access_token": "WX-TOKEN", "expires_in": 7200})
     token_get("wxgzh", "wxgzh_secret")
     return "WX-TOKEN"
 
 
-def test_client_reads_a_token_its_pattern_allows(make_client, cached_token):
+def test_client_reads_a_token_its_pattern_allows(make_client, stored_token):
     client, secret = make_client("token:read", allow=("wxgzh/*",))
     token = exchange(client.client_id, secret).json()["access_token"]
 
@@ -173,7 +173,7 @@ def test_client_reads_a_token_its_pattern_allows(make_client, cached_token):
 
 
 def test_hot_path_verifies_the_access_token_without_a_database_query(
-    make_client, cached_token, django_assert_num_queries
+    make_client, stored_token, django_assert_num_queries
 ):
     client, _ = make_client("token:read")
     token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
@@ -187,7 +187,7 @@ def test_hot_path_verifies_the_access_token_without_a_database_query(
 
 
 @pytest.mark.parametrize("allow", [("other/*",), ("*/billing-*",), ("wxgzh/other",)])
-def test_client_outside_its_patterns_gets_403(make_client, cached_token, allow):
+def test_client_outside_its_patterns_gets_403(make_client, stored_token, allow):
     client, secret = make_client("token:read", allow=allow)
     token = exchange(client.client_id, secret).json()["access_token"]
 
@@ -202,7 +202,7 @@ def test_patterns_with_wildcards_on_both_sides(make_client, upstream):
     from conftest import RealmFactory, SecretFactory
 
     realm = RealmFactory(id="shop", url=upstream.url())
-    SecretFactory(realm=realm, key="billing-eu")
+    SecretFactory(realm=realm, name="billing-eu")
     upstream.reply("/token", {"access_token": "T", "expires_in": 60})
     client, secret = make_client("token:read", allow=("*/billing-*",))
     token = exchange(client.client_id, secret).json()["access_token"]
@@ -242,7 +242,7 @@ def test_patterns_with_wildcards_on_both_sides(make_client, upstream):
         (("token:read",), "post", "/api/realm/wxgzh/test", {"key": "wxgzh_secret"}, "realm:write"),
     ],
 )
-def test_each_call_needs_its_scope(make_client, cached_token, scopes, method, path, body, missing):
+def test_each_call_needs_its_scope(make_client, stored_token, scopes, method, path, body, missing):
     client, secret = make_client(*scopes)
     token = exchange(client.client_id, secret).json()["access_token"]
 
@@ -269,7 +269,7 @@ def test_each_call_needs_its_scope(make_client, cached_token, scopes, method, pa
         (("log:read",), "get", "/api/fetchlog", None),
     ],
 )
-def test_the_scope_opens_the_call(make_client, cached_token, scopes, method, path, body):
+def test_the_scope_opens_the_call(make_client, stored_token, scopes, method, path, body):
     client, secret = make_client(*scopes)
     token = exchange(client.client_id, secret).json()["access_token"]
 
@@ -278,7 +278,7 @@ def test_the_scope_opens_the_call(make_client, cached_token, scopes, method, pat
     assert response.status_code in (200, 201), response.content
 
 
-def test_fetch_log_api_lists_attempts_for_auditors(make_client, cached_token):
+def test_fetch_log_api_lists_attempts_for_auditors(make_client, stored_token):
     client, secret = make_client("log:read")
     token = exchange(client.client_id, secret).json()["access_token"]
 
@@ -295,14 +295,14 @@ def test_fetch_log_api_lists_attempts_for_auditors(make_client, cached_token):
     assert "WX-TOKEN" not in str(body)
 
 
-def test_staff_keep_working_by_session_and_basic(api, cached_token):
+def test_staff_keep_working_by_session_and_basic(api, stored_token):
     assert api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code == 200
 
 
 # --- Access tokens: expiry, tampering, keys, revocation -------------------------------------
 
 
-def test_expired_access_token_is_refused(make_client, cached_token):
+def test_expired_access_token_is_refused(make_client, stored_token):
     client, _ = make_client("token:read")
     token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"], ttl=1)
     time.sleep(1.1)
@@ -313,7 +313,7 @@ def test_expired_access_token_is_refused(make_client, cached_token):
     assert response.json()["detail"] == "Access token expired."
 
 
-def test_tampered_access_token_is_refused(make_client, cached_token):
+def test_tampered_access_token_is_refused(make_client, stored_token):
     client, _ = make_client("token:read")
     token, _ = access_token_issue(client.client_id, ["token:read"], allow=["*/*"])
     tampered = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
@@ -324,7 +324,7 @@ def test_tampered_access_token_is_refused(make_client, cached_token):
     assert response.json()["detail"] == "Access token bad signature."
 
 
-def test_revoked_access_token_is_refused_at_once(make_client, cached_token):
+def test_revoked_access_token_is_refused_at_once(make_client, stored_token):
     client, _ = make_client("token:read")
     token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
     api = bearer(token)
@@ -336,7 +336,7 @@ def test_revoked_access_token_is_refused_at_once(make_client, cached_token):
 
 
 def test_narrowing_a_clients_rights_revokes_its_tokens(
-    make_client, cached_token, django_capture_on_commit_callbacks
+    make_client, stored_token, django_capture_on_commit_callbacks
 ):
     client, _ = make_client("token:read", "realm:read")
     token, _ = access_token_issue(client.client_id, client.scopes, allow=client.allow)
@@ -350,7 +350,7 @@ def test_narrowing_a_clients_rights_revokes_its_tokens(
     assert api.get("/api/realm").status_code == 401
 
 
-def test_token_endpoint_is_throttled_per_client(make_client, cached_token, settings):
+def test_token_endpoint_is_throttled_per_client(make_client, stored_token, settings):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"token": "3/min"},

@@ -13,7 +13,7 @@ from clients.access_tokens import access_token_issue, revocations
 from clients.models import Client
 from conftest import SecretFactory
 from secret_store.models import Secret
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 
 pytestmark = pytest.mark.django_db
 
@@ -144,21 +144,21 @@ def raw(table, column, pk_column, pk):
 def test_rotatekeys_reencrypts_every_value_under_the_newest_key(settings):
     secret = SecretFactory(key_1="value-one", key_2="value-two")
     now = timezone.now()
-    CachedToken.objects.create(secret=secret, token="CACHED", expires_at=now, fetched_at=now)
+    StoredToken.objects.create(secret=secret, token="CACHED", expires_at=now, fetched_at=now)
     before = raw("secrets_secret", "key_1", "id", secret.pk)
-    token_before = raw("tokens_cachedtoken", "token", "secret_id", secret.pk)
+    token_before = raw("tokens_storedtoken", "token", "secret_id", secret.pk)
     old_keys = list(settings.TOKENSERVER_ENCRYPTION_KEYS)
     new_key = Fernet.generate_key().decode()
     settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key, *old_keys]
 
     out, _ = run("rotatekeys")
 
-    assert "re-encrypted 1 secrets, 1 cached tokens" in out
+    assert "re-encrypted 1 secrets, 1 stored tokens" in out
     assert raw("secrets_secret", "key_1", "id", secret.pk) != before
-    assert raw("tokens_cachedtoken", "token", "secret_id", secret.pk) != token_before
+    assert raw("tokens_storedtoken", "token", "secret_id", secret.pk) != token_before
     # The old key can go now: everything reads under the new one alone.
     settings.TOKENSERVER_ENCRYPTION_KEYS = [new_key]
     reloaded = Secret.objects.get(pk=secret.pk)
     assert (reloaded.key_1, reloaded.key_2) == ("value-one", "value-two")
-    assert CachedToken.objects.get(secret=secret).token == "CACHED"
+    assert StoredToken.objects.get(secret=secret).token == "CACHED"
     assert Fernet(new_key).decrypt(raw("secrets_secret", "key_1", "id", secret.pk).encode())

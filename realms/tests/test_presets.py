@@ -30,7 +30,7 @@ def preset_realm(name, upstream, path):
 
 def fetch_error(realm, secret):
     with pytest.raises(UpstreamError) as raised:
-        token_get(realm.id, secret.key, flush=True)
+        token_get(realm.id, secret.name, flush=True)
     return raised.value.detail
 
 
@@ -48,7 +48,7 @@ def test_every_preset_is_a_valid_realm():
 def wechat(upstream):
     realm = preset_realm("wechat_official_account", upstream, "/cgi-bin/token")
     return realm, SecretFactory(
-        realm=realm, key="app", key_1="wx1234567890abcdef", key_2="appsecret0123"
+        realm=realm, name="app", key_1="wx1234567890abcdef", key_2="appsecret0123"
     )
 
 
@@ -56,7 +56,7 @@ def test_wechat_request_and_success(upstream, wechat):
     realm, secret = wechat
     upstream.reply("/cgi-bin/token", {"access_token": "ACCESS_TOKEN", "expires_in": 7200})
 
-    result = token_get(realm.id, secret.key)
+    result = token_get(realm.id, secret.name)
 
     assert (result.token, result.source) == ("ACCESS_TOKEN", "upstream")
     call = upstream.calls("/cgi-bin/token")[0]
@@ -91,7 +91,7 @@ def test_wechat_errcode_zero_with_a_token_is_success(upstream, wechat):
     realm, secret = wechat
     upstream.reply("/cgi-bin/token", {"errcode": 0, "access_token": "T", "expires_in": 7200})
 
-    assert token_get(realm.id, secret.key).token == "T"
+    assert token_get(realm.id, secret.name).token == "T"
 
 
 # --- WeCom --------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_wechat_errcode_zero_with_a_token_is_success(upstream, wechat):
 @pytest.fixture
 def wecom(upstream):
     realm = preset_realm("wecom", upstream, "/cgi-bin/gettoken")
-    return realm, SecretFactory(realm=realm, key="app", key_1="ww0123456789", key_2="corpsecret-x")
+    return realm, SecretFactory(realm=realm, name="app", key_1="ww0123456789", key_2="corpsecret-x")
 
 
 def test_wecom_request_and_success(upstream, wecom):
@@ -110,7 +110,7 @@ def test_wecom_request_and_success(upstream, wecom):
         {"errcode": 0, "errmsg": "ok", "access_token": "WECOM_TOKEN", "expires_in": 7200},
     )
 
-    assert token_get(realm.id, secret.key).token == "WECOM_TOKEN"
+    assert token_get(realm.id, secret.name).token == "WECOM_TOKEN"
     assert upstream.calls("/cgi-bin/gettoken")[0]["query"] == {
         "corpid": "ww0123456789",
         "corpsecret": "corpsecret-x",
@@ -138,7 +138,7 @@ def feishu(upstream):
     realm = preset_realm("feishu_tenant", upstream, path)
     return (
         realm,
-        SecretFactory(realm=realm, key="app", key_1="cli_a1b2c3", key_2="feishu-secret"),
+        SecretFactory(realm=realm, name="app", key_1="cli_a1b2c3", key_2="feishu-secret"),
         path,
     )
 
@@ -147,7 +147,7 @@ def test_feishu_request_and_success(upstream, feishu):
     realm, secret, path = feishu
     upstream.reply(path, {"code": 0, "msg": "ok", "tenant_access_token": "t-g1044", "expire": 7140})
 
-    result = token_get(realm.id, secret.key)
+    result = token_get(realm.id, secret.name)
 
     assert result.token == "t-g1044"
     assert 7_130_000 < result.expires_in_ms() <= 7_140_000
@@ -175,7 +175,7 @@ def test_feishu_errors(upstream, feishu, status):
 @pytest.fixture
 def dingtalk(upstream):
     realm = preset_realm("dingtalk", upstream, "/v1.0/oauth2/accessToken")
-    return realm, SecretFactory(realm=realm, key="app", key_1="dingappkey", key_2="dingsecret")
+    return realm, SecretFactory(realm=realm, name="app", key_1="dingappkey", key_2="dingsecret")
 
 
 def test_dingtalk_request_and_success(upstream, dingtalk):
@@ -184,7 +184,7 @@ def test_dingtalk_request_and_success(upstream, dingtalk):
         "/v1.0/oauth2/accessToken", {"accessToken": "fw8ef8we8f76e6f7s8df8s", "expireIn": 7200}
     )
 
-    assert token_get(realm.id, secret.key).token == "fw8ef8we8f76e6f7s8df8s"
+    assert token_get(realm.id, secret.name).token == "fw8ef8we8f76e6f7s8df8s"
     call = upstream.calls("/v1.0/oauth2/accessToken")[0]
     assert json.loads(call["body"]) == {"appKey": "dingappkey", "appSecret": "dingsecret"}
 
@@ -223,17 +223,17 @@ def test_oauth2_basic_auth_form_body_and_optional_scope(upstream, oauth2):
     )
     scoped = SecretFactory(
         realm=oauth2,
-        key="scoped",
+        name="scoped",
         key_1="s6BhdRkqt3",
         key_2="7Fjfp0ZBr1KtDRbnfVdmIw",
         key_3="read write",
     )
     plain = SecretFactory(
-        realm=oauth2, key="plain", key_1="s6BhdRkqt3", key_2="7Fjfp0ZBr1KtDRbnfVdmIw"
+        realm=oauth2, name="plain", key_1="s6BhdRkqt3", key_2="7Fjfp0ZBr1KtDRbnfVdmIw"
     )
 
-    assert token_get(oauth2.id, scoped.key).token == "2YotnFZFEjr1zCsicMWpAA"
-    token_get(oauth2.id, plain.key)
+    assert token_get(oauth2.id, scoped.name).token == "2YotnFZFEjr1zCsicMWpAA"
+    token_get(oauth2.id, plain.name)
 
     first, second = upstream.calls("/oauth2/token")
     expected_auth = "Basic " + base64.b64encode(b"s6BhdRkqt3:7Fjfp0ZBr1KtDRbnfVdmIw").decode()
@@ -244,7 +244,7 @@ def test_oauth2_basic_auth_form_body_and_optional_scope(upstream, oauth2):
 
 
 def test_oauth2_invalid_client_is_401(upstream, oauth2):
-    secret = SecretFactory(realm=oauth2, key="app", key_1="id", key_2="wrong")
+    secret = SecretFactory(realm=oauth2, name="app", key_1="id", key_2="wrong")
     upstream.reply(
         "/oauth2/token",
         {"error": "invalid_client", "error_description": "Client authentication failed"},

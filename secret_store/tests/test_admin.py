@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from conftest import RealmFactory, SecretFactory
 from secret_store.models import Secret
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def test_secret_change_page_never_shows_the_values(console):
 def _form(secret, **changes):
     data = {
         "realm": secret.realm_id,
-        "key": secret.key,
+        "name": secret.name,
         "key_1": "",
         "key_2": "",
         "key_3": "",
@@ -79,11 +79,11 @@ def test_add_secret_in_the_console(console):
 
     response = console.post(
         "/admin/secrets/secret/add/",
-        {**_form(Secret(realm=realm, key="app")), "key_1": VALUE_1},
+        {**_form(Secret(realm=realm, name="app")), "key_1": VALUE_1},
     )
 
     assert response.status_code == 302
-    assert Secret.objects.get(key="app").key_1 == VALUE_1
+    assert Secret.objects.get(name="app").key_1 == VALUE_1
 
 
 def test_realm_console_with_arguments_inline(console):
@@ -95,15 +95,15 @@ def test_realm_console_with_arguments_inline(console):
     assert "arguments-TOTAL_FORMS" in page.content.decode()
 
 
-def test_cached_token_page_never_shows_the_token(console):
+def test_stored_token_page_never_shows_the_token(console):
     secret = SecretFactory()
     now = timezone.now()
-    CachedToken.objects.create(
+    StoredToken.objects.create(
         secret=secret, token="ACCESS-TOKEN-SHOWN?", expires_at=now, fetched_at=now
     )
 
-    listing = console.get("/admin/tokens/cachedtoken/")
-    detail = console.get(f"/admin/tokens/cachedtoken/{secret.pk}/change/")
+    listing = console.get("/admin/tokens/storedtoken/")
+    detail = console.get(f"/admin/tokens/storedtoken/{secret.pk}/change/")
 
     assert listing.status_code == detail.status_code == 200
     for page in (listing, detail):

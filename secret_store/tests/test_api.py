@@ -41,7 +41,7 @@ def test_seed_post_creates_the_secret_and_masks_the_values(api, realm):
     assert (data["key_1"], data["key_2"], data["key_3"]) == ("******",) * 3
     assert (data["key_4"], data["key_5"]) == (None, None)
     assert_no_values(response)
-    secret = Secret.objects.get(realm_id="wxgzh", key="wxgzh_secret")
+    secret = Secret.objects.get(realm_id="wxgzh", name="wxgzh_secret")
     assert [secret.key_1, secret.key_2, secret.key_3] == VALUES
 
 
@@ -61,7 +61,7 @@ def test_seed_post_again_updates_and_keeps_what_is_left_out(api, realm):
 
 def test_seed_list_shape_masks_values(api, realm):
     api.post("/api/secret", SEED_SECRET, format="json")
-    SecretFactory(realm=RealmFactory(id="other"), key="x")
+    SecretFactory(realm=RealmFactory(id="other"), name="x")
 
     response = api.get("/api/secret?page=1&pageSize=10&realm=wxgzh")
 
@@ -143,7 +143,7 @@ def test_put_creates_a_missing_secret(api, realm):
     response = api.put("/api/secret/wxgzh/new", {"key_1": "v"}, format="json")
 
     assert response.status_code == 201
-    assert Secret.objects.get().key == "new"
+    assert Secret.objects.get().name == "new"
 
 
 def test_put_with_another_key_in_the_body_is_a_400(api, realm):

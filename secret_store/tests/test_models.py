@@ -6,7 +6,7 @@ from django.db import connection
 
 from conftest import SecretFactory
 from secret_store.models import Secret
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 from tokenserver import crypto
 
 pytestmark = pytest.mark.django_db
@@ -40,19 +40,19 @@ def test_unset_values_stay_empty():
     assert raw_row("secrets_secret", "key_3", "id", secret.pk) == ""
 
 
-def test_cached_token_is_encrypted_in_the_raw_column():
+def test_stored_token_is_encrypted_in_the_raw_column():
     from django.utils import timezone
 
     secret = SecretFactory()
     now = timezone.now()
-    CachedToken.objects.create(
+    StoredToken.objects.create(
         secret=secret, token="ACCESS-TOKEN-XYZ", expires_at=now, fetched_at=now
     )
 
-    raw = raw_row("tokens_cachedtoken", "token", "secret_id", secret.pk)
+    raw = raw_row("tokens_storedtoken", "token", "secret_id", secret.pk)
 
     assert "ACCESS-TOKEN-XYZ" not in raw
-    assert CachedToken.objects.get(secret=secret).token == "ACCESS-TOKEN-XYZ"
+    assert StoredToken.objects.get(secret=secret).token == "ACCESS-TOKEN-XYZ"
 
 
 def test_a_4kb_token_fits(settings):
@@ -62,9 +62,9 @@ def test_a_4kb_token_fits(settings):
     secret = SecretFactory()
     big = "t" * 4096
     now = timezone.now()
-    CachedToken.objects.create(secret=secret, token=big, expires_at=now, fetched_at=now)
+    StoredToken.objects.create(secret=secret, token=big, expires_at=now, fetched_at=now)
 
-    assert CachedToken.objects.get(secret=secret).token == big
+    assert StoredToken.objects.get(secret=secret).token == big
 
 
 def test_old_keys_still_decrypt_after_a_new_key_is_added(settings):

@@ -94,7 +94,7 @@ def test_upstream_timeout_is_a_503_with_retry_after(api, upstream):
     secret = SecretFactory(realm=realm)
     upstream.reply("/token", {"access_token": "late", "expires_in": 60}, delay=1.0)
 
-    response = api.get(f"/api/token?realm={realm.id}&key={secret.key}")
+    response = api.get(f"/api/token?realm={realm.id}&key={secret.name}")
 
     assert response.status_code == 503
     assert response.json()["error"] == "upstream_unavailable"
@@ -106,7 +106,7 @@ def test_unreachable_upstream_is_a_503(api):
     # Nothing listens on port 9 (discard) of the loopback here.
     secret = SecretFactory(realm=RealmFactory(url="http://127.0.0.1:9/token"))
 
-    response = api.get(f"/api/token?realm={secret.realm_id}&key={secret.key}")
+    response = api.get(f"/api/token?realm={secret.realm_id}&key={secret.name}")
 
     assert response.status_code == 503
     assert response.json()["error"] == "upstream_unavailable"

@@ -23,7 +23,7 @@ from django.db import connection, connections
 from rest_framework.test import APIClient
 
 from conftest import CHILD_ENV, numbered_tokens, stored_token
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 from tokens.testing import gunicorn_command
 
@@ -198,10 +198,10 @@ def test_4_processes_stale_token_one_background_refresh_none_waits(
     deadline = time.monotonic() + 10
     while (
         time.monotonic() < deadline
-        and CachedToken.objects.get(secret=wechat_secret).token == "STALE"
+        and StoredToken.objects.get(secret=wechat_secret).token == "STALE"
     ):
         time.sleep(0.1)
-    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+    assert StoredToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
 

@@ -22,7 +22,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from conftest import CHILD_ENV, RealmFactory, SecretFactory, numbered_tokens
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 from tokens.tests.test_concurrency import _database_url
 from tokenserver import cache as shared_cache
@@ -190,7 +190,7 @@ def test_writes_that_fail_are_retried_not_lost(upstream, wechat_secret):
     upstream.reply("/cgi-bin/token", {"access_token": "NEW", "expires_in": 7200})
 
     # The database goes away between the upstream's answer and the writes.
-    with database_down(writes_to=["tokens_cachedtoken", "tokens_fetchlog"]):
+    with database_down(writes_to=["tokens_storedtoken", "tokens_fetchlog"]):
         result = token_get("wxgzh", "wxgzh_secret")
         assert len(outbox) >= 1
 
@@ -203,7 +203,7 @@ def test_writes_that_fail_are_retried_not_lost(upstream, wechat_secret):
         outbox.flush()
         time.sleep(0.05)
     assert len(outbox) == 0
-    assert CachedToken.objects.get(secret=wechat_secret).token == "NEW"
+    assert StoredToken.objects.get(secret=wechat_secret).token == "NEW"
     assert FetchLog.objects.filter(outcome="ok").count() == 1
 
 
@@ -240,7 +240,7 @@ def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, realm.id, secret.key],
+        [sys.executable, "-c", HOLDER, realm.id, secret.name],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -256,27 +256,27 @@ def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
     holder.wait()
 
     # Nothing half-written: no token row, no log row from the dead worker.
-    assert not CachedToken.objects.filter(secret=secret).exists()
+    assert not StoredToken.objects.filter(secret=secret).exists()
     assert not FetchLog.objects.exists()
     # Until its lease expires others wait (bounded: 503), then one refreshes.
     refused, result = 0, None
     deadline = time.monotonic() + 30
     while result is None and time.monotonic() < deadline:
         try:
-            result = token_get(realm.id, secret.key)
+            result = token_get(realm.id, secret.name)
         except LockWaitTimeout:
             refused += 1
     assert result is not None, "the lock never expired"
     assert result.token == "TOKEN-2"
     assert result.source == "upstream"
     assert len(upstream.calls()) == 2
-    assert CachedToken.objects.get(secret=secret).token == "TOKEN-2"
-    stored = CachedToken.objects.get(secret=secret)
+    assert StoredToken.objects.get(secret=secret).token == "TOKEN-2"
+    stored = StoredToken.objects.get(secret=secret)
     assert stored.expires_at > timezone.now() + timedelta(hours=1)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_apps_get_cached_tokens_over_the_api_while_the_database_is_down(upstream, wechat_secret):
+def test_apps_get_stored_tokens_over_the_api_while_the_database_is_down(upstream, wechat_secret):
     # Bearer tokens verify without the database, so the whole request does.
     from rest_framework.test import APIClient
 

@@ -16,7 +16,7 @@ from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
 from tokens import guards
 from tokens.background import wait_for_background_refreshes
 from tokens.locks import lock_for
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 from tokens.testing import sequence
 from tokens.tests.test_concurrency import run_at_once
@@ -103,7 +103,7 @@ def test_timeouts_are_retried(upstream):
     secret = SecretFactory(realm=realm)
     upstream.reply_with("/token", sequence((200, {"access_token": "late"}, 1.0), OK))
 
-    assert token_get(realm.id, secret.key).token == "GOOD"
+    assert token_get(realm.id, secret.name).token == "GOOD"
     assert list(FetchLog.objects.order_by("id").values_list("outcome", flat=True)) == [
         "timeout",
         "ok",
@@ -135,20 +135,20 @@ def test_4xx_and_upstream_error_codes_are_not_retried(upstream, wechat_secret, a
 @pytest.mark.django_db
 def test_circuit_breaker_opens_serves_valid_tokens_and_closes(upstream):
     realm = RealmFactory(url=upstream.url(), max_retries=0, breaker_threshold=3, breaker_cooldown=1)
-    healthy = SecretFactory(realm=realm, key="healthy")
+    healthy = SecretFactory(realm=realm, name="healthy")
     stored_token(healthy, token="STILL-VALID")
-    others = [SecretFactory(realm=realm, key=f"s{n}") for n in range(5)]
+    others = [SecretFactory(realm=realm, name=f"s{n}") for n in range(5)]
     upstream.reply("/token", {"errmsg": "internal error"}, status=500)
 
     # Three failures in a row open the breaker ...
     for secret in others[:3]:
         with pytest.raises(UpstreamError):
-            token_get(realm.id, secret.key)
+            token_get(realm.id, secret.name)
     assert guards.breaker_state(realm) == "open"
 
     # ... then a request needing a new token is refused without a call,
     with pytest.raises(UpstreamUnavailable) as refused:
-        token_get(realm.id, others[3].key)
+        token_get(realm.id, others[3].name)
     assert refused.value.retry_after >= 1
     assert len(upstream.calls()) == 3
     assert FetchLog.objects.filter(outcome="rejected", error_code="circuit_open").count() == 1
@@ -158,7 +158,7 @@ def test_circuit_breaker_opens_serves_valid_tokens_and_closes(upstream):
     # After the cool-down the upstream is tried again; a success closes the breaker.
     upstream.reply("/token", {"access_token": "BACK", "expires_in": 7200})
     time.sleep(1.1)
-    assert token_get(realm.id, others[4].key).token == "BACK"
+    assert token_get(realm.id, others[4].name).token == "BACK"
     assert guards.breaker_state(realm) == "closed"
 
 
@@ -170,7 +170,7 @@ def test_wrong_credentials_do_not_open_the_breaker(upstream):
 
     for _ in range(4):
         with pytest.raises(UpstreamError):
-            token_get(realm.id, secret.key, flush=True)
+            token_get(realm.id, secret.name, flush=True)
 
     assert guards.breaker_state(realm) == "closed"
 
@@ -185,9 +185,9 @@ def test_wechat_quota_error_backs_the_realm_off(upstream):
     upstream.reply("/token", {"errcode": 45009, "errmsg": "reach max api daily quota limit"})
 
     with pytest.raises(UpstreamError):
-        token_get(realm.id, first.key)
+        token_get(realm.id, first.name)
     with pytest.raises(UpstreamUnavailable) as refused:
-        token_get(realm.id, second.key)
+        token_get(realm.id, second.name)
 
     assert len(upstream.calls()) == 1
     assert 50 <= refused.value.retry_after <= 60
@@ -201,13 +201,13 @@ def test_http_429_backs_off_for_its_retry_after(upstream):
     upstream.reply("/token", {"error": "slow down"}, status=429, headers={"Retry-After": "1"})
 
     with pytest.raises(UpstreamError):
-        token_get(realm.id, secret.key)
+        token_get(realm.id, secret.name)
     with pytest.raises(UpstreamUnavailable):
-        token_get(realm.id, secret.key)
+        token_get(realm.id, secret.name)
     time.sleep(1.1)
     upstream.reply("/token", {"access_token": "AFTER", "expires_in": 60})
 
-    assert token_get(realm.id, secret.key).token == "AFTER"
+    assert token_get(realm.id, secret.name).token == "AFTER"
 
 
 # --- Concurrency cap ------------------------------------------------
@@ -220,7 +220,7 @@ def test_upstream_calls_in_flight_never_exceed_max_concurrency(upstream):
     upstream.reply_with("/token", numbered_tokens(delay=0.3))
 
     results = run_at_once(6, lambda: None)  # warm the pool
-    results = run_at_once(6, _next_secret_getter(realm.id, [secret.key for secret in secrets]))
+    results = run_at_once(6, _next_secret_getter(realm.id, [secret.name for secret in secrets]))
 
     assert [r for r in results if isinstance(r, Exception)] == []
     assert len(upstream.calls()) == 6
@@ -248,11 +248,11 @@ def test_waiting_on_a_stuck_holder_returns_the_still_valid_token(upstream):
     realm = RealmFactory(url=upstream.url(), timeout=0.3, min_flush_interval=0)
     secret = SecretFactory(realm=realm)
     stored_token(secret, token="STILL-VALID")
-    holder = lock_for(f"secret:{realm.id}:{secret.key}", ttl=30)
+    holder = lock_for(f"secret:{realm.id}:{secret.name}", ttl=30)
     assert holder.try_acquire()  # a worker stuck mid-fetch
 
     started = time.monotonic()
-    result = token_get(realm.id, secret.key, flush=True)
+    result = token_get(realm.id, secret.name, flush=True)
     waited = time.monotonic() - started
 
     holder.release()
@@ -265,11 +265,11 @@ def test_waiting_on_a_stuck_holder_returns_the_still_valid_token(upstream):
 def test_waiting_on_a_stuck_holder_without_a_valid_token_is_a_503(upstream):
     realm = RealmFactory(url=upstream.url(), timeout=0.3)
     secret = SecretFactory(realm=realm)
-    holder = lock_for(f"secret:{realm.id}:{secret.key}", ttl=30)
+    holder = lock_for(f"secret:{realm.id}:{secret.name}", ttl=30)
     assert holder.try_acquire()
 
     with pytest.raises(LockWaitTimeout) as raised:
-        token_get(realm.id, secret.key)
+        token_get(realm.id, secret.name)
 
     holder.release()
     assert raised.value.retry_after == 1
@@ -294,11 +294,11 @@ def test_refresh_tokens_refreshes_what_comes_due_and_logs_one_line(upstream, cap
         call_command("refresh_tokens", "--interval", "30")
 
     assert len(upstream.calls()) == 4
-    assert {CachedToken.objects.get(secret=s).token for s in due} == {
+    assert {StoredToken.objects.get(secret=s).token for s in due} == {
         f"TOKEN-{n}" for n in range(1, 5)
     }
-    assert {CachedToken.objects.get(secret=s).token for s in fresh} == {"OLD"}
-    assert CachedToken.objects.get(secret=disabled).token == "OLD"
+    assert {StoredToken.objects.get(secret=s).token for s in fresh} == {"OLD"}
+    assert StoredToken.objects.get(secret=disabled).token == "OLD"
     assert FetchLog.objects.filter(trigger="refresher", outcome="ok").count() == 4
     lines = [r.getMessage() for r in caplog.records if r.name == "tokens.refresher"]
     assert len(lines) == 1
@@ -313,7 +313,7 @@ def test_tokens_fetched_together_come_due_at_spread_out_times():
     refresh_times = []
     for _ in range(200):
         secret = SecretFactory(realm=realm)
-        stored = CachedToken(
+        stored = StoredToken(
             secret=secret, token="T", fetched_at=fetched, expires_at=fetched + timedelta(hours=2)
         )
         refresh_times.append((stored.expires_at - stored.refresh_at(300)).total_seconds())

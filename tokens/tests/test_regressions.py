@@ -13,7 +13,7 @@ from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_token
 from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
-from tokens.models import CachedToken
+from tokens.models import StoredToken
 from tokens.results import Snapshot
 from tokens.services import token_get
 from tokens.upstream import UpstreamFailure, fetch
@@ -61,7 +61,7 @@ def test_a_fetch_in_flight_when_the_secret_is_disabled_keeps_nothing(upstream, w
     fetcher.join()
 
     assert results[0].token == "TOKEN-1"  # asked before the change: answered
-    assert not CachedToken.objects.filter(secret=wechat_secret).exists()
+    assert not StoredToken.objects.filter(secret=wechat_secret).exists()
     with pytest.raises(SecretDisabled):
         token_get("wxgzh", "wxgzh_secret")
 
@@ -79,7 +79,7 @@ def test_a_fetch_in_flight_when_credentials_change_keeps_nothing(upstream, wecha
     secret.save()
     fetcher.join()
 
-    assert not CachedToken.objects.filter(secret=wechat_secret).exists()
+    assert not StoredToken.objects.filter(secret=wechat_secret).exists()
     again = token_get("wxgzh", "wxgzh_secret")
     assert again.token == "TOKEN-2"
     assert upstream.calls("/cgi-bin/token")[-1]["query"]["secret"] == "a-new-app-secret"

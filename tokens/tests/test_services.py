@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
 from tokens.background import wait_for_background_refreshes
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
 
@@ -62,7 +62,7 @@ def test_token_inside_refresh_margin_is_served_and_refreshed_in_the_background(
 
     # Returned at once (stale-while-revalidate); the refresh happened behind it.
     assert (result.token, result.source) == ("OLD", "database")
-    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
+    assert StoredToken.objects.get(secret=wechat_secret).token == "TOKEN-1"
     assert token_get("wxgzh", "wxgzh_secret").token == "TOKEN-1"
     assert len(upstream.calls("/cgi-bin/token")) == 1
 
@@ -122,7 +122,7 @@ def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
     secret = SecretFactory(realm=realm)
     upstream.reply_with("/token", numbered_tokens(lifetime=60))
 
-    results = [token_get(realm.id, secret.key) for _ in range(5)]
+    results = [token_get(realm.id, secret.name) for _ in range(5)]
 
     assert [r.source for r in results] == ["upstream"] + ["cache"] * 4
     assert len(upstream.calls()) == 1
@@ -175,7 +175,7 @@ def test_failed_fetch_is_logged_and_raises_upstream_error(upstream, wechat_secre
         "40013",
         "invalid appid",
     )
-    assert not CachedToken.objects.exists()
+    assert not StoredToken.objects.exists()
 
 
 def test_unknown_realm_and_key_are_not_found(wechat_secret):
@@ -219,7 +219,7 @@ def test_comment_change_keeps_the_stored_token(upstream, wechat_secret):
 def test_fixed_realm_returns_the_stored_token_without_upstream():
     realm = RealmFactory(kind="fixed", url="")
     expires = timezone.now() + timedelta(hours=1)
-    SecretFactory(realm=realm, key="app", token="FIXED-TOKEN", token_expires_at=expires)
+    SecretFactory(realm=realm, name="app", token="FIXED-TOKEN", token_expires_at=expires)
 
     first = token_get(realm.id, "app")
     second = token_get(realm.id, "app")
@@ -232,7 +232,7 @@ def test_fixed_realm_returns_the_stored_token_without_upstream():
 
 def test_fixed_token_without_expiry_has_no_expires_in():
     realm = RealmFactory(kind="fixed", url="")
-    SecretFactory(realm=realm, key="app", token="FIXED-TOKEN")
+    SecretFactory(realm=realm, name="app", token="FIXED-TOKEN")
 
     assert token_get(realm.id, "app").expires_in_ms() is None
 
@@ -240,7 +240,7 @@ def test_fixed_token_without_expiry_has_no_expires_in():
 def test_expired_fixed_token_is_not_served():
     realm = RealmFactory(kind="fixed", url="")
     SecretFactory(
-        realm=realm, key="app", token="OLD", token_expires_at=timezone.now() - timedelta(seconds=1)
+        realm=realm, name="app", token="OLD", token_expires_at=timezone.now() - timedelta(seconds=1)
     )
 
     with pytest.raises(NotFound, match="expired"):

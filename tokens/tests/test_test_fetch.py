@@ -4,7 +4,7 @@ import pytest
 from django.contrib.messages import get_messages
 
 from conftest import RealmFactory, SecretFactory, numbered_tokens
-from tokens.models import CachedToken, FetchLog
+from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def test_test_fetch_stores_the_token_and_masks_it(api, upstream, wechat_secret):
     }
     assert "TOKEN-2" not in response.content.decode()
     # Stored, not thrown away: apps now get the new token.
-    assert CachedToken.objects.get(secret=wechat_secret).token == "TOKEN-2"
+    assert StoredToken.objects.get(secret=wechat_secret).token == "TOKEN-2"
     assert token_get("wxgzh", "wxgzh_secret").token == "TOKEN-2"
     assert FetchLog.objects.order_by("-id").first().trigger == "admin"
 
@@ -61,7 +61,7 @@ def test_test_fetch_bad_input(api, wechat_secret):
 
 def test_test_fetch_of_a_fixed_secret(api):
     realm = RealmFactory(kind="fixed", url="")
-    SecretFactory(realm=realm, key="app", token="FIXED-TOKEN")
+    SecretFactory(realm=realm, name="app", token="FIXED-TOKEN")
 
     body = api.post(f"/api/realm/{realm.id}/test", {"key": "app"}, format="json").json()
 

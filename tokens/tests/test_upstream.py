@@ -283,7 +283,7 @@ def test_upstream_echoing_a_secret_is_scrubbed(upstream):
 
 def test_code_realm_posts_the_values_to_the_operators_function(upstream):
     realm = RealmFactory(kind="code", url="", code_url=upstream.url("/fn"))
-    secret = SecretFactory(realm=realm, key="app", key_1="one", key_2="two")
+    secret = SecretFactory(realm=realm, name="app", key_1="one", key_2="two")
     upstream.reply("/fn", {"token": "FROM-CODE", "expires_in": 600})
 
     fetched = fetch(realm, secret)

@@ -65,7 +65,7 @@ def assert_json_error_or_success(response):
 @pytest.mark.parametrize("body", ODD_BODIES)
 @pytest.mark.parametrize("method", ["post", "put", "patch"])
 def test_odd_bodies_never_cause_a_500(api, path, body, method):
-    SecretFactory(realm__id="r0", key="k")
+    SecretFactory(realm__id="r0", name="k")
     if method == "post" and path.count("/") > 2:
         return  # no POST on detail routes (a 405, covered elsewhere)
 
@@ -77,7 +77,7 @@ def test_odd_bodies_never_cause_a_500(api, path, body, method):
 @pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/token"])
 @pytest.mark.parametrize("query", ODD_QUERIES)
 def test_odd_queries_never_cause_a_500(api, path, query):
-    SecretFactory(realm__id="r0", key="k")
+    SecretFactory(realm__id="r0", name="k")
 
     assert_json_error_or_success(api.get(f"{path}?{query}"))
 
@@ -156,7 +156,7 @@ def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog,
 
     realm = RealmFactory(id="wxgzh", url=upstream.url("/cgi-bin/token"), min_flush_interval=0)
     ArgumentFactory(realm=realm, name="secret", value="$key_2")
-    SecretFactory(realm=realm, key="s", key_2="upstream-app-secret-42")
+    SecretFactory(realm=realm, name="s", key_2="upstream-app-secret-42")
 
     from rest_framework.test import APIClient
 

@@ -126,7 +126,7 @@ def test_dns_rebinding_at_fetch_time_is_refused(dns, upstream, settings):
     dns["rebind.example.test"] = "127.0.0.1"
 
     with pytest.raises(UpstreamError) as raised:
-        token_get(realm.id, secret.key)
+        token_get(realm.id, secret.name)
 
     assert "127.0.0.1 is a loopback, private or otherwise non-public address" in raised.value.detail
     assert upstream.requests == []  # nothing was sent there
@@ -138,7 +138,7 @@ def test_fetch_to_a_metadata_address_saved_before_the_rules_is_refused(dns, upst
     realm = RealmFactory(url="http://169.254.169.254/latest")  # bypasses clean(), as old data would
 
     with pytest.raises(UpstreamError) as raised:
-        token_get(realm.id, SecretFactory(realm=realm).key)
+        token_get(realm.id, SecretFactory(realm=realm).name)
 
     assert "link-local or cloud metadata" in raised.value.detail
 
