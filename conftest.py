@@ -116,6 +116,15 @@ def api(staff_user):
 
 
 @pytest.fixture
+def console(client, staff_user):
+    """The operator console (Django admin), signed in as a superuser."""
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
 def anonymous_api():
     return APIClient()
 

@@ -31,18 +31,15 @@ def _fresh_revocations():
 
 
 @pytest.fixture
-def console(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def app_with_token():
     app, _ = client_create("app", scopes=["token:read", "realm:read"], allow=["wxgzh/*"])
     token, _ = access_token_issue(app.client_id, app.scopes, allow=app.allow)
     return app, token
+
+
+def change_in_console(console, app, **fields):
+    form = {"name": app.name, "enabled": "on", "scopes": app.scopes, "allow": "\n".join(app.allow)}
+    return console.post(f"/admin/clients/client/{app.pk}/change/", form | fields)
 
 
 def assert_revoked(token):
@@ -57,10 +54,7 @@ def test_narrowing_scopes_in_the_console_revokes_the_clients_tokens(
     app, token = app_with_token
 
     with django_capture_on_commit_callbacks(execute=True):
-        page = console.post(
-            f"/admin/clients/client/{app.pk}/change/",
-            {"name": "app", "enabled": "on", "scopes": ["token:read"], "allow": "wxgzh/*"},
-        )
+        page = change_in_console(console, app, scopes=["token:read"])
 
     assert page.status_code == 302
     assert Client.objects.get(pk=app.pk).scopes == ["token:read"]
@@ -73,15 +67,7 @@ def test_saving_the_console_form_unchanged_keeps_the_tokens(
     app, token = app_with_token
 
     with django_capture_on_commit_callbacks(execute=True):
-        page = console.post(
-            f"/admin/clients/client/{app.pk}/change/",
-            {
-                "name": "renamed",
-                "enabled": "on",
-                "scopes": ["token:read", "realm:read"],
-                "allow": "wxgzh/*",
-            },
-        )
+        page = change_in_console(console, app, name="renamed")
 
     assert page.status_code == 302
     revocations.invalidate()

@@ -30,14 +30,6 @@ def resolver(monkeypatch):
     return looked_up
 
 
-@pytest.fixture
-def console(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
 def test_realm_validation_does_no_network_io(resolver):
     realm = Realm(id="wx", url="https://api.weixin.example/cgi-bin/token")
 

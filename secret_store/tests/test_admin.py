@@ -13,14 +13,6 @@ VALUE_1 = "wx1234567890abcdef"
 VALUE_2 = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture
-def console(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
 def test_secret_change_page_never_shows_the_values(console):
     secret = SecretFactory(key_1=VALUE_1, key_2=VALUE_2, token="FIXED-TOKEN-VALUE")
 
