@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from clients.access_tokens import access_token_issue, access_token_revoke, revocations
 from clients.services import client_create
+from tests.factories import RealmFactory, SecretFactory
 from tokens.services import token_get
 
 pytestmark = pytest.mark.django_db
@@ -199,8 +200,6 @@ def test_client_outside_its_patterns_gets_403(make_client, cached_token, allow):
 
 
 def test_patterns_with_wildcards_on_both_sides(make_client, upstream):
-    from conftest import RealmFactory, SecretFactory
-
     realm = RealmFactory(id="shop", url=upstream.url())
     SecretFactory(realm=realm, key="billing-eu")
     upstream.reply("/token", {"access_token": "T", "expires_in": 60})

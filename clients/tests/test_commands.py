@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from clients.access_tokens import access_token_issue, revocations
 from clients.models import Client
-from conftest import SecretFactory
 from secret_store.models import Secret
+from tests.factories import SecretFactory
 from tokens.models import CachedToken
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,8 @@
 
 import pytest
 
-from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens
+from tests.factories import STAFF_PASSWORD, RealmFactory, SecretFactory
+from tokens.testing import numbered_tokens
 
 pytestmark = pytest.mark.django_db
 

@@ -12,13 +12,13 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
+from tests.factories import RealmFactory, SecretFactory, stored_token
+from tests.helpers import run_at_once
 from tokens import guards
 from tokens.locks import lock_for
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get, wait_for_background_refreshes
-from tokens.testing import sequence
-from tokens.tests.test_concurrency import run_at_once
+from tokens.testing import numbered_tokens, sequence
 from tokenserver.errors import LockWaitTimeout, UpstreamError, UpstreamUnavailable
 
 OK = (200, {"access_token": "GOOD", "expires_in": 7200})

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 from tokens import netguard
 from tokens.models import FetchLog
 from tokens.services import token_get

@@ -9,12 +9,13 @@ import time
 import pytest
 from django.conf import settings
 
-from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens, stored_token
 from secret_store.models import Secret
+from tests.factories import STAFF_PASSWORD, RealmFactory, SecretFactory, stored_token
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
 from tokens.models import CachedToken
 from tokens.services import token_get
+from tokens.testing import numbered_tokens
 from tokens.upstream import UpstreamFailure, fetch
 from tokenserver.errors import NotFound, SecretDisabled, TooManyFlushes
 from tokenserver.logging import RedactQueryStrings

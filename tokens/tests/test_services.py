@@ -7,9 +7,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
+from tests.factories import RealmFactory, SecretFactory, stored_token
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get, wait_for_background_refreshes
+from tokens.testing import numbered_tokens
 from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
 
 pytestmark = pytest.mark.django_db

@@ -3,9 +3,10 @@
 import pytest
 from django.contrib.messages import get_messages
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens
+from tests.factories import RealmFactory, SecretFactory
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get
+from tokens.testing import numbered_tokens
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 from tokens.upstream import UpstreamFailure, build_request, fetch
 
 pytestmark = pytest.mark.django_db

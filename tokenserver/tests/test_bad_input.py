@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from conftest import SecretFactory, numbered_tokens
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
+from tokens.testing import numbered_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -152,8 +153,6 @@ def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog,
     app, client_secret = client_create(
         "app", scopes=["token:read", "token:flush", "log:read"], allow=["wxgzh/*"]
     )
-    from conftest import ArgumentFactory, RealmFactory, SecretFactory
-
     realm = RealmFactory(id="wxgzh", url=upstream.url("/cgi-bin/token"), min_flush_interval=0)
     ArgumentFactory(realm=realm, name="secret", value="$key_2")
     SecretFactory(realm=realm, key="s", key_2="upstream-app-secret-42")
