@@ -6,6 +6,9 @@ leaves the process, so the one thing faked) and `gunicorn_server`.
 Factories are in tests/factories.py, other helpers in tests/helpers.py.
 """
 
+import ipaddress
+import socket
+
 import pytest
 import requests
 from django.conf import settings
@@ -109,6 +112,32 @@ def _clear_cache():
         cache.delete_pattern("*")
     else:
         cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_name_resolution(monkeypatch):
+    """
+    Names do not resolve (as on a machine without a network), except localhost:
+    a real lookup leaves the process, and an unanswered one costs seconds.
+    Tests that need an answer give it (see the `dns` fixture of test_netguard).
+    """
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name == "localhost" or _is_address(name):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _is_address(name):
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -16,20 +16,19 @@ from tokenserver.errors import UpstreamError
 
 pytestmark = pytest.mark.django_db
 
-REAL_GETADDRINFO = socket.getaddrinfo
-
 
 @pytest.fixture
 def dns(monkeypatch):
-    """Answers for made-up hostnames; everything else resolves for real."""
+    """Answers for made-up hostnames; everything else resolves as it did."""
     answers = {}
+    resolve = socket.getaddrinfo
 
     def getaddrinfo(host, port, *args, **kwargs):
         if host in answers:
             address = answers[host]
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
-        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+        return resolve(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return answers
