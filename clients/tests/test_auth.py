@@ -101,19 +101,20 @@ def test_wrong_credentials_get_the_same_answer_whether_the_client_exists_or_not(
 def test_wrong_credentials_take_similar_time_whether_the_client_exists_or_not(make_client):
     client, _ = make_client("token:read")
 
-    def median_time(client_id):
-        samples = []
-        for _ in range(9):
+    samples = {client.client_id: [], "ts_doesnotexist": []}
+    for _ in range(9):
+        # Interleaved, so that a busy moment of the machine slows both alike.
+        for client_id, times in samples.items():
             started = time.perf_counter()
             exchange(client_id, "wrong-secret")
-            samples.append(time.perf_counter() - started)
+            times.append(time.perf_counter() - started)
             _clear_failures()
-        return statistics.median(samples)
-
-    existing, missing = median_time(client.client_id), median_time("ts_doesnotexist")
+    existing, missing = (statistics.median(times) for times in samples.values())
 
     # Same work either way (one lookup, one digest comparison): no oracle.
-    assert abs(existing - missing) < 0.02
+    # The margin is relative (a loaded machine slows every request) with a
+    # floor for the scheduler's noise.
+    assert abs(existing - missing) < max(0.02, 0.5 * min(existing, missing))
 
 
 def _clear_failures():
