@@ -1,12 +1,15 @@
 """Factories for the models, and ready-made rows the tests arrange often."""
 
+import time
 from datetime import timedelta
 
 import factory
 from django.utils import timezone
 
+from clients.access_tokens import access_token_issue
 from realms.models import Argument, Realm
 from secret_store.models import Secret
+from tests.helpers import wait_until
 from tokens.models import CachedToken
 
 #: The password of the `staff_user` fixture (HTTP Basic tests send it).
@@ -55,3 +58,10 @@ def stored_token(secret, *, token="OLD", age=600, left=6600):
         fetched_at=now - timedelta(seconds=age),
         expires_at=now + timedelta(seconds=left),
     )
+
+
+def expired_access_token(client_id, scopes=(), **kwargs):
+    """An access token for `client_id` that has just expired (it lived 1 s; waits for that)."""
+    token, claims = access_token_issue(client_id, list(scopes), ttl=1, **kwargs)
+    wait_until(lambda: time.time() > claims.expires_at, message="the access token expired")
+    return token

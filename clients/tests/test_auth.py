@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from clients.access_tokens import access_token_issue, access_token_revoke, revocations
 from clients.services import client_create
-from tests.factories import RealmFactory, SecretFactory
+from tests.factories import RealmFactory, SecretFactory, expired_access_token
 from tokens.services import token_get
 
 pytestmark = pytest.mark.django_db
@@ -304,8 +304,7 @@ def test_staff_keep_working_by_session_and_basic(api, cached_token):
 
 def test_expired_access_token_is_refused(make_client, cached_token):
     client, _ = make_client("token:read")
-    token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"], ttl=1)
-    time.sleep(1.1)
+    token = expired_access_token(client.client_id, ["token:read"], allow=["wxgzh/*"])
 
     response = bearer(token).get("/api/token?realm=wxgzh&key=wxgzh_secret")
 
