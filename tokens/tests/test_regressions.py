@@ -11,6 +11,7 @@ from django.conf import settings
 
 from secret_store.models import Secret
 from tests.factories import STAFF_PASSWORD, RealmFactory, SecretFactory, stored_token
+from tests.helpers import wait_until
 from tokens import cache as token_cache
 from tokens.locks import RedisLock
 from tokens.models import CachedToken
@@ -37,10 +38,15 @@ def test_per_process_cache_entries_expire_so_other_processes_see_changes(
 
     # Another process disables the secret: no signal reaches this one.
     Secret.objects.filter(pk=wechat_secret.pk).update(enabled=False)
-    time.sleep(1.1)
 
-    with pytest.raises(SecretDisabled):
-        token_get("wxgzh", "wxgzh_secret")
+    def refused():
+        try:
+            token_get("wxgzh", "wxgzh_secret")
+        except SecretDisabled:
+            return True
+        return False
+
+    wait_until(refused, message="the 1 s local cache entry expired and the change was seen")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -51,8 +57,7 @@ def test_a_fetch_in_flight_when_the_secret_is_disabled_keeps_nothing(upstream, w
     results = []
     fetcher = threading.Thread(target=lambda: results.append(token_get("wxgzh", "wxgzh_secret")))
     fetcher.start()
-    while not upstream.calls("/cgi-bin/token"):
-        time.sleep(0.01)
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
 
     secret = Secret.objects.get(pk=wechat_secret.pk)
     secret.enabled = False
@@ -70,8 +75,7 @@ def test_a_fetch_in_flight_when_credentials_change_keeps_nothing(upstream, wecha
     upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
     fetcher = threading.Thread(target=lambda: token_get("wxgzh", "wxgzh_secret"))
     fetcher.start()
-    while not upstream.calls("/cgi-bin/token"):
-        time.sleep(0.01)
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
 
     secret = Secret.objects.get(pk=wechat_secret.pk)
     secret.key_2 = "a-new-app-secret"
@@ -176,28 +180,54 @@ def test_a_huge_lifetime_is_capped_at_a_year(upstream):
     assert fetch(realm, SecretFactory(realm=realm)).lifetime == 365 * 86400
 
 
-def dripping_upstream(chunks, pause):
-    """A server on 127.0.0.1 that answers one request with `chunks`, `pause` seconds apart."""
+@pytest.fixture
+def dripping_upstream():
+    """
+    start(chunks, pause): a server on 127.0.0.1 that answers one request with
+    `chunks`, `pause` seconds apart; returns its URL. Stopped after the test.
+    """
     import socket
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    stop = threading.Event()
+    started = []
 
-    def drip():
-        conn, _ = listener.accept()
-        conn.recv(65536)
-        try:
-            for chunk in chunks:
-                conn.sendall(chunk)
-                time.sleep(pause)
-        except OSError:
-            pass
-        conn.close()
-        listener.close()
+    def start(chunks, pause):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.05)  # to notice `stop` while nobody connects
 
-    threading.Thread(target=drip, daemon=True).start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+        def drip():
+            with listener:
+                while not stop.is_set():
+                    try:
+                        conn, _ = listener.accept()
+                        break
+                    except TimeoutError:
+                        continue
+                else:
+                    return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    for chunk in chunks:
+                        conn.sendall(chunk)
+                        if stop.wait(pause):
+                            return
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=drip, daemon=True)
+        thread.start()
+        started.append(thread)
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+
+    yield start
+    stop.set()
+    for thread in started:
+        thread.join(5)
+        assert not thread.is_alive(), "the dripping upstream did not stop"
 
 
 @pytest.mark.django_db
@@ -211,7 +241,7 @@ def dripping_upstream(chunks, pause):
     ],
     ids=["body", "headers"],
 )
-def test_an_answer_dripping_past_the_deadline_times_out(chunks, pause):
+def test_an_answer_dripping_past_the_deadline_times_out(dripping_upstream, chunks, pause):
     # requests' read timeout bounds each read, not the whole answer: the
     # call has one deadline, so it cannot hold the secret's lock past its lease.
     realm = RealmFactory(url=dripping_upstream(chunks, pause), timeout=0.5)
@@ -225,14 +255,16 @@ def test_an_answer_dripping_past_the_deadline_times_out(chunks, pause):
 
 
 @pytest.mark.django_db
-def test_slow_name_resolution_times_out(monkeypatch):
+def test_slow_name_resolution_times_out(monkeypatch, request):
     import socket
 
     real = socket.getaddrinfo
+    answer_now = threading.Event()
+    request.addfinalizer(answer_now.set)  # the lookup thread ends with the test
 
     def slow(host, *args, **kwargs):
         if host == "slow-dns.example.test":
-            time.sleep(3)
+            answer_now.wait(3)
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow)
@@ -319,7 +351,10 @@ def test_a_token_issued_right_after_a_revocation_is_valid():
 
     app, _ = client_create("app", scopes=["token:read"])
     client_revoke_tokens(app.client_id)
-    time.sleep(0.01)
+    # Issue times are rounded to the millisecond: one that rounds down to the
+    # revocation's time counts as revoked. "Right after" is the next millisecond.
+    revoked = time.time()
+    wait_until(lambda: round(time.time(), 3) > revoked)
     token, _ = access_token_issue(app.client_id, app.scopes)
 
     assert access_token_verify(token).client_id == app.client_id
