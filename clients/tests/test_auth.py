@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from clients.access_tokens import access_token_issue, access_token_revoke, revocations
 from clients.services import client_create
 from tests.factories import RealmFactory, SecretFactory, expired_access_token
+from tests.helpers import wait_until
 from tokens.services import token_get
 
 pytestmark = pytest.mark.django_db
@@ -152,6 +153,18 @@ def test_grant_type_must_be_client_credentials(make_client):
 
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
+
+
+@pytest.mark.django_db
+def test_non_ascii_basic_header_is_a_401_not_a_500(anonymous_api):
+    response = anonymous_api.post(
+        "/api/auth/token",
+        {"grant_type": "client_credentials"},
+        format="json",
+        HTTP_AUTHORIZATION="Basic é",
+    )
+
+    assert response.status_code == 401
 
 
 # --- Using the access token: scopes and patterns --------------------------------------------
@@ -347,6 +360,68 @@ def test_narrowing_a_clients_rights_revokes_its_tokens(
         client.save()
 
     assert api.get("/api/realm").status_code == 401
+
+
+@pytest.mark.django_db
+def test_deleting_a_client_revokes_its_tokens():
+    from clients.access_tokens import (
+        InvalidAccessToken,
+        access_token_issue,
+        access_token_verify,
+    )
+    from clients.access_tokens import revocations as client_revocations
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    token, _ = access_token_issue(app.client_id, app.scopes)
+
+    app.delete()
+    client_revocations.invalidate()
+
+    with pytest.raises(InvalidAccessToken, match="revoked"):
+        access_token_verify(token)
+
+
+@pytest.mark.django_db
+def test_a_token_issued_right_after_a_revocation_is_valid():
+    from clients.access_tokens import access_token_issue, access_token_verify, client_revoke_tokens
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    client_revoke_tokens(app.client_id)
+    # Issue times are rounded to the millisecond: one that rounds down to the
+    # revocation's time counts as revoked. "Right after" is the next millisecond.
+    revoked = time.time()
+    wait_until(lambda: round(time.time(), 3) > revoked)
+    token, _ = access_token_issue(app.client_id, app.scopes)
+
+    assert access_token_verify(token).client_id == app.client_id
+
+
+@pytest.mark.django_db
+def test_revocations_survive_a_lost_redis_mirror():
+    # Review of issue 5: the database is the truth; a flushed Redis un-revokes nothing.
+    from django.core.cache import cache
+
+    from clients.access_tokens import (
+        InvalidAccessToken,
+        access_token_issue,
+        access_token_revoke,
+        access_token_verify,
+    )
+    from clients.access_tokens import (
+        revocations as client_revocations,
+    )
+    from clients.services import client_create
+
+    app, _ = client_create("app", scopes=["token:read"])
+    token, _ = access_token_issue(app.client_id, app.scopes)
+    access_token_revoke(token)
+    cache.delete("revocations")  # the mirror is gone (a Redis restart, a flush)
+    client_revocations.invalidate()
+
+    with pytest.raises(InvalidAccessToken, match="revoked"):
+        access_token_verify(token)
 
 
 def test_token_endpoint_is_throttled_per_client(make_client, cached_token, settings):

@@ -1,5 +1,6 @@
 """The token path of tokens.services.token_get: cache, database, lock + upstream."""
 
+import threading
 import time
 from datetime import timedelta
 
@@ -7,11 +8,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from secret_store.models import Secret
 from tests.factories import RealmFactory, SecretFactory, stored_token
+from tests.helpers import wait_until
 from tokens.models import CachedToken, FetchLog
 from tokens.services import token_get, wait_for_background_refreshes
 from tokens.testing import numbered_tokens
-from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
+from tokenserver.errors import NotFound, SecretDisabled, TooManyFlushes, UpstreamError
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +118,18 @@ def test_rejected_token_already_replaced_costs_no_upstream_call(upstream, wechat
     assert upstream.calls("/cgi-bin/token") == []
 
 
+@pytest.mark.django_db
+def test_a_rejected_token_is_never_handed_back(upstream, wechat_secret):
+    # Finding: inside the minimum interval, rejected=T returned T itself.
+    stored_token(wechat_secret, token="JUST-FETCHED", age=5, left=7195)
+
+    with pytest.raises(TooManyFlushes) as raised:
+        token_get("wxgzh", "wxgzh_secret", rejected="JUST-FETCHED")
+
+    assert 20 <= raised.value.retry_after <= 25
+    assert upstream.calls("/cgi-bin/token") == []
+
+
 def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
     # A provider granting 60 s under a 300 s margin: refresh at half-life
     # instead of sending every request upstream.
@@ -185,6 +200,16 @@ def test_unknown_realm_and_key_are_not_found(wechat_secret):
         token_get("wxgzh", "nope")
 
 
+@pytest.mark.django_db
+def test_names_are_exact_even_where_the_database_ignores_case(upstream, wechat_secret):
+    # Review of issue 5: MySQL's collation matched "WXGZH_SECRET" to "wxgzh_secret",
+    # so a client's case-sensitive patterns could be sidestepped.
+    upstream.reply("/cgi-bin/token", {"access_token": "T", "expires_in": 7200})
+
+    with pytest.raises(NotFound):
+        token_get("wxgzh", "WXGZH_SECRET")
+
+
 def test_disabled_secret_is_refused_even_when_cached(upstream, wechat_secret):
     upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
     token_get("wxgzh", "wxgzh_secret")
@@ -214,6 +239,45 @@ def test_comment_change_keeps_the_stored_token(upstream, wechat_secret):
     wechat_secret.save()
 
     assert token_get("wxgzh", "wxgzh_secret").source == "database"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fetch_in_flight_when_the_secret_is_disabled_keeps_nothing(upstream, wechat_secret):
+    # Finding: a fetch that ended after the secret changed cached and stored
+    # its token again, and a disabled secret was served from the cache.
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    results = []
+    fetcher = threading.Thread(target=lambda: results.append(token_get("wxgzh", "wxgzh_secret")))
+    fetcher.start()
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
+
+    secret = Secret.objects.get(pk=wechat_secret.pk)
+    secret.enabled = False
+    secret.save()
+    fetcher.join()
+
+    assert results[0].token == "TOKEN-1"  # asked before the change: answered
+    assert not CachedToken.objects.filter(secret=wechat_secret).exists()
+    with pytest.raises(SecretDisabled):
+        token_get("wxgzh", "wxgzh_secret")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fetch_in_flight_when_credentials_change_keeps_nothing(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    fetcher = threading.Thread(target=lambda: token_get("wxgzh", "wxgzh_secret"))
+    fetcher.start()
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
+
+    secret = Secret.objects.get(pk=wechat_secret.pk)
+    secret.key_2 = "a-new-app-secret"
+    secret.save()
+    fetcher.join()
+
+    assert not CachedToken.objects.filter(secret=wechat_secret).exists()
+    again = token_get("wxgzh", "wxgzh_secret")
+    assert again.token == "TOKEN-2"
+    assert upstream.calls("/cgi-bin/token")[-1]["query"]["secret"] == "a-new-app-secret"
 
 
 def test_fixed_realm_returns_the_stored_token_without_upstream():

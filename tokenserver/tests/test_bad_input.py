@@ -8,9 +8,11 @@ with the JSON error shape (or a success), never a server error.
 import logging
 
 import pytest
+from django.conf import settings
 
 from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 from tokens.testing import numbered_tokens
+from tokenserver.logging import RedactQueryStrings
 
 pytestmark = pytest.mark.django_db
 
@@ -117,6 +119,18 @@ def test_unsupported_media_type_is_a_415(api):
     assert response.json()["error"] == "unsupported_media_type"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/realm/x/test"])
+def test_deeply_nested_json_is_a_400(api, path):
+    # Finding: RecursionError in the JSON parser was a 500.
+    body = "[" * 50000 + "]" * 50000
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_request"
+
+
 def test_no_secret_or_token_in_logs_or_answers(api, upstream, caplog):
     """Every flow, with DEBUG logging: the values and tokens appear nowhere."""
     caplog.set_level(logging.DEBUG)
@@ -219,3 +233,22 @@ def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog,
     # Upstream tokens go to the app that asked, and nowhere else.
     for value in (upstream_token, "TOKEN-2", "TOKEN-3"):
         assert value not in logged
+
+
+def test_query_strings_are_redacted_from_log_lines():
+    # Finding: urllib3 logs "Failed to parse headers (url=…?appid=…&secret=…)" at WARNING.
+    record = logging.LogRecord(
+        "urllib3.connection",
+        logging.WARNING,
+        __file__,
+        1,
+        "Failed to parse headers (url=%s): %s",
+        ("https://api.weixin.qq.com/cgi-bin/token?appid=wx1&secret=s3cr3t-value", "bad"),
+        None,
+    )
+
+    RedactQueryStrings().filter(record)
+
+    assert "s3cr3t-value" not in record.getMessage()
+    assert "appid=***&secret=***" in record.getMessage()
+    assert "redact_query_strings" in settings.LOGGING["handlers"]["console"]["filters"]
