@@ -1,6 +1,7 @@
 """
-Issue 5: clients exchange credentials for access tokens, and use them with
-the rights their scopes and patterns give, and no others.
+Clients exchange credentials for access tokens, and use them with the rights
+their scopes and patterns give, and no others, until the tokens expire or are
+revoked.
 """
 
 import base64

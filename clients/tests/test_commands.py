@@ -1,4 +1,4 @@
-"""Issue 5: the command line for clients, access tokens and encryption keys."""
+"""The command line for clients, access tokens and encryption keys."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Issue 5: a revocation takes effect within one second on every worker process."""
+"""A revocation takes effect within one second on every worker process."""
 
 import time
 

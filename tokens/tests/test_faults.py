@@ -1,5 +1,5 @@
 """
-Issue 4: dependencies failing for real. A Redis server of the test's own
+Dependencies failing for real. A Redis server of the test's own
 that is killed mid-run and started again; a database that stops answering
 (every query refused through Django's execute_wrapper hook); a worker
 process killed with SIGKILL while it holds a secret's lock.

@@ -1,5 +1,5 @@
 """
-Issue 4: the token lifecycle under load and faults, with real threads, real
+The token lifecycle under load and faults, with real threads, real
 timeouts and a real (fake) upstream: stale-while-revalidate, flush safety,
 retries, the circuit breaker, rate-limit backoff, the concurrency cap, the
 lock wait bound, the refresher and the fetch log's pruning.

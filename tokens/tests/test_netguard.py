@@ -1,5 +1,5 @@
 """
-Issue 5: upstream destinations. Refused at save time and, on the resolved
+Upstream destinations. Refused at save time and, on the resolved
 address, at fetch time (a DNS answer that changes in between cannot pass).
 DNS answers for made-up names are faked: name resolution leaves the process.
 """

@@ -1,4 +1,7 @@
-"""The token path of tokens.services.token_get: cache, database, lock + upstream."""
+"""
+The token path of tokens.services.token_get: cache, database, lock +
+upstream; flushes and rejected tokens; secret changes, even mid-fetch.
+"""
 
 import threading
 import time

@@ -1,4 +1,4 @@
-"""The operator's test fetch (issue 3): API and console action, through the token path."""
+"""The operator's test fetch: API and console action, through the token path."""
 
 import pytest
 from django.contrib.messages import get_messages

@@ -1,4 +1,7 @@
-"""tokens.upstream: building the request from templates, reading the answer, each error."""
+"""
+tokens.upstream: building the request from templates, reading the answer,
+each error, and the one deadline a call has (name resolution, headers, body).
+"""
 
 import base64
 import json
@@ -420,7 +423,7 @@ def test_code_realm_posts_the_values_to_the_operators_function(upstream):
     }
 
 
-# --- Absolute expiry (issue 3) ------------------------------------------------------
+# --- Absolute expiry ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
