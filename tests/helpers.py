@@ -5,6 +5,7 @@ together, start a child process that is always stopped, pick a free port.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -99,8 +100,9 @@ class ChildProcess:
     A process a test starts: a server (then `ready()` tells when it answers)
     or a worker. start() waits for `ready()` within `start_timeout`, failing
     at once if the process exits; stop() terminates it, then kills it after a
-    short deadline. Use it as a context manager so it is stopped whatever
-    happens:
+    short deadline (`stop_signal` instead of SIGTERM where the program
+    shuts down faster on another). Use it as a context manager so it is
+    stopped whatever happens:
 
         with ChildProcess([...], ready=lambda: requests.get(url, timeout=1)):
             ...
@@ -108,9 +110,20 @@ class ChildProcess:
 
     STOP_TIMEOUT = 5.0
 
-    def __init__(self, args, *, ready=None, env=None, cwd=None, log=None, start_timeout=30.0):
+    def __init__(
+        self,
+        args,
+        *,
+        ready=None,
+        env=None,
+        cwd=None,
+        log=None,
+        start_timeout=30.0,
+        stop_signal=signal.SIGTERM,
+    ):
         self.args = [str(arg) for arg in args]
         self.ready = ready
+        self.stop_signal = stop_signal
         self.env = env
         self.cwd = cwd or settings.BASE_DIR
         self.log_path = Path(log) if log else None
@@ -168,9 +181,9 @@ class ChildProcess:
             self.process.wait()
 
     def stop(self):
-        """Terminate, then kill after STOP_TIMEOUT; idempotent."""
+        """Terminate (`stop_signal`), then kill after STOP_TIMEOUT; idempotent."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout=self.STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
