@@ -163,7 +163,7 @@ def test_flush_fetches_a_new_token(upstream, wechat_secret):
 
 
 def test_every_upstream_attempt_writes_one_fetchlog_row(upstream, wechat_secret):
-    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200}, delay=0.05)
 
     token_get("wxgzh", "wxgzh_secret", client="operator")
     token_get("wxgzh", "wxgzh_secret")
@@ -176,7 +176,7 @@ def test_every_upstream_attempt_writes_one_fetchlog_row(upstream, wechat_secret)
         "ok",
     )
     assert (log.http_status, log.lifetime, log.client) == (200, 7200, "operator")
-    assert log.duration_ms >= 0
+    assert 50 <= log.duration_ms < 5000  # the upstream took 50 ms to answer
 
 
 def test_failed_fetch_is_logged_and_raises_upstream_error(upstream, wechat_secret):
