@@ -7,7 +7,6 @@ Factories are in tests/factories.py, other helpers in tests/helpers.py.
 """
 
 import ipaddress
-import signal
 import socket
 
 import pytest
@@ -46,7 +45,6 @@ def gunicorn_server(tmp_path):
         # Any answer will do (401 without credentials): the workers are up.
         ready=lambda: requests.get(f"{base}/api/token", timeout=1),
         start_timeout=30,
-        stop_signal=signal.SIGQUIT,  # gunicorn's quick shutdown (SIGTERM waits for workers)
     )
     with server:
         yield base

@@ -99,10 +99,10 @@ class ChildProcess:
     """
     A process a test starts: a server (then `ready()` tells when it answers)
     or a worker. start() waits for `ready()` within `start_timeout`, failing
-    at once if the process exits; stop() terminates it, then kills it after a
-    short deadline (`stop_signal` instead of SIGTERM where the program
-    shuts down faster on another). Use it as a context manager so it is
-    stopped whatever happens:
+    at once if the process exits; stop() terminates it, then kills it (and
+    every process it started: it runs in a process group of its own) after a
+    short deadline. Use it as a context manager so it is stopped whatever
+    happens:
 
         with ChildProcess([...], ready=lambda: requests.get(url, timeout=1)):
             ...
@@ -110,20 +110,9 @@ class ChildProcess:
 
     STOP_TIMEOUT = 5.0
 
-    def __init__(
-        self,
-        args,
-        *,
-        ready=None,
-        env=None,
-        cwd=None,
-        log=None,
-        start_timeout=30.0,
-        stop_signal=signal.SIGTERM,
-    ):
+    def __init__(self, args, *, ready=None, env=None, cwd=None, log=None, start_timeout=30.0):
         self.args = [str(arg) for arg in args]
         self.ready = ready
-        self.stop_signal = stop_signal
         self.env = env
         self.cwd = cwd or settings.BASE_DIR
         self.log_path = Path(log) if log else None
@@ -145,6 +134,7 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends its children too
         )
         if self.ready is not None:
             try:
@@ -181,17 +171,30 @@ class ChildProcess:
             self.process.wait()
 
     def stop(self):
-        """Terminate (`stop_signal`), then kill after STOP_TIMEOUT; idempotent."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(self.stop_signal)
+        """
+        Terminate, then kill after STOP_TIMEOUT; then kill
+        whatever it left behind in its process group (a worker that outlived
+        its master). Idempotent.
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
             try:
                 self.process.wait(timeout=self.STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._kill_group()
                 self.process.wait()
+        self._kill_group()
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _kill_group(self):
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone already
 
     def __enter__(self):
         return self.start()
