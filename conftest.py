@@ -1,67 +1,56 @@
 """
-Shared fixtures: factories for the models, API clients, and `upstream`, a
-real HTTP server on 127.0.0.1 that plays the token provider (the one thing
-that leaves the process, so the one thing faked).
+Shared fixtures: API clients, the seed's realm and secret, `upstream` (a real
+HTTP server on 127.0.0.1 that plays the token provider: the one thing that
+leaves the process, so the one thing faked) and `gunicorn_server`.
+
+Factories are in tests/factories.py, other helpers in tests/helpers.py.
 """
 
-from datetime import timedelta
+import ipaddress
+import socket
 
-import factory
 import pytest
+import requests
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from realms.models import Argument, Realm
-from secret_store.models import Secret
-from tokens.models import StoredToken
-from tokens.testing import FakeUpstream, numbered_tokens  # noqa: F401 - re-exported for tests
+from tests.factories import STAFF_PASSWORD, ArgumentFactory, RealmFactory, SecretFactory
+from tests.helpers import ChildProcess, child_env, free_port
+from tokens.testing import FakeUpstream, gunicorn_command
 
 # --- The fake upstream -------------------------------------------------------
 
 
 @pytest.fixture
 def upstream():
-    fake = FakeUpstream()
-    yield fake
-    fake.close()
+    with FakeUpstream() as fake:
+        yield fake
 
 
-# --- Factories --------------------------------------------------------------
+# --- Server processes -----------------------------------------------------------
 
 
-class RealmFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Realm
-
-    id = factory.Sequence(lambda n: f"realm{n}")
-    kind = Realm.Kind.CONFIG
-    url = "http://127.0.0.1:9/token"
-    method = Realm.Method.GET
-    token_path = "access_token"
-    expires_in_path = "expires_in"
-    timeout = 2.0
-
-
-class ArgumentFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Argument
-
-    realm = factory.SubFactory(RealmFactory)
-    name = factory.Sequence(lambda n: f"arg{n}")
-    place = Argument.Place.URL
-    value = "$key_1"
+@pytest.fixture
+def gunicorn_server(tmp_path):
+    """tokenserver in gunicorn: 4 worker processes × 25 threads, on the test database."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ChildProcess(
+        gunicorn_command(port, workers=4, threads=25),
+        env=child_env(ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING"),
+        cwd=settings.BASE_DIR,
+        log=tmp_path / "gunicorn.log",
+        # Any answer will do (401 without credentials): the workers are up.
+        ready=lambda: requests.get(f"{base}/api/token", timeout=1),
+        start_timeout=30,
+    )
+    with server:
+        yield base
 
 
-class SecretFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Secret
-
-    realm = factory.SubFactory(RealmFactory)
-    name = factory.Sequence(lambda n: f"secret{n}")
-    key_1 = "wx1234567890abcdef"
-    key_2 = "0123456789abcdef0123456789abcdef"
+# --- Realms and secrets --------------------------------------------------------
 
 
 @pytest.fixture
@@ -86,20 +75,7 @@ def wechat_secret(wechat_realm):
     )
 
 
-def stored_token(secret, *, token="OLD", age=600, left=6600):
-    """A token stored for `secret`, fetched `age` seconds ago, with `left` seconds to live."""
-    now = timezone.now()
-    return StoredToken.objects.create(
-        secret=secret,
-        token=token,
-        fetched_at=now - timedelta(seconds=age),
-        expires_at=now + timedelta(seconds=left),
-    )
-
-
 # --- Users and API clients ----------------------------------------------------
-
-STAFF_PASSWORD = "staff-password-for-tests"
 
 
 @pytest.fixture
@@ -148,13 +124,35 @@ def _clear_cache():
 
 
 @pytest.fixture(autouse=True)
+def _no_name_resolution(monkeypatch):
+    """
+    Names do not resolve (as on a machine without a network), except localhost:
+    a real lookup leaves the process, and an unanswered one costs seconds.
+    Tests that need an answer give it (see the `dns` fixture of test_netguard).
+    """
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name == "localhost" or _is_address(name):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _is_address(name):
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
 def _loopback_upstreams(settings):
     """The fake upstream listens on 127.0.0.1, which production refuses by default."""
     settings.TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-
-
-#: The same, for the server processes tests start.
-CHILD_ENV = {"TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
 
 @pytest.fixture(autouse=True)

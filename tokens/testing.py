@@ -5,10 +5,65 @@ thing faked, and faked over real HTTP.
 """
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+#: How long close() waits for the threads the fake started before it gives up loudly.
+CLOSE_TIMEOUT = 5.0
+
+
+class _TrackedServer(ThreadingHTTPServer):
+    """
+    A threading HTTP server that knows its handler threads and their sockets,
+    so that closing it ends every connection (keep-alive ones too) and waits
+    for every thread it started.
+    """
+
+    daemon_threads = True
+    block_on_close = False  # close() below joins the threads, with a deadline
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.closing = threading.Event()
+        self.handlers = {}  # thread → its connection
+        self.handlers_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
+        with self.handlers_lock:
+            self.handlers[thread] = request
+        thread.start()
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.handlers_lock:
+                self.handlers.pop(threading.current_thread(), None)
+
+    def handle_error(self, request, client_address):
+        if not self.closing.is_set():  # a connection cut by close() is not an error
+            super().handle_error(request, client_address)
+
+    def close_all(self, timeout):
+        """Stop serving, cut every open connection, and wait for every handler thread."""
+        self.closing.set()
+        with self.handlers_lock:
+            handlers = dict(self.handlers)
+        for connection in handlers.values():
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread for thread in handlers if thread.is_alive()]
 
 
 class FakeUpstream:
@@ -45,6 +100,7 @@ class FakeUpstream:
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                     fake.requests.append(
                         {
+                            "at": time.monotonic(),  # when it arrived
                             "method": self.command,
                             "path": parts.path,
                             "query": {k: v[0] for k, v in parse_qs(parts.query).items()},
@@ -58,8 +114,10 @@ class FakeUpstream:
                 else:
                     status, payload, delay = route(number) if callable(route) else route
                 try:
-                    if delay:
-                        time.sleep(delay)
+                    # A delay ends early when the fake is closed (nobody waits for the answer).
+                    if delay and fake.server.closing.wait(delay):
+                        self.close_connection = True
+                        return
                     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -77,10 +135,13 @@ class FakeUpstream:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _TrackedServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._closed = False
+        # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         self._thread.start()
 
     def url(self, path="/token"):
@@ -99,8 +160,25 @@ class FakeUpstream:
         return [request for request in self.requests if request["path"] == path]
 
     def close(self):
-        self.server.shutdown()
+        """
+        Stop at once: no new connections, open ones cut, delayed answers
+        abandoned; every thread the fake started has finished when this returns.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.server.shutdown()  # the accept loop: within its poll interval
+        self._thread.join(CLOSE_TIMEOUT)
+        left = self.server.close_all(CLOSE_TIMEOUT)
         self.server.server_close()
+        if left or self._thread.is_alive():
+            raise RuntimeError(f"FakeUpstream: {len(left)} handler thread(s) did not finish")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def numbered_tokens(lifetime=7200, delay=0.0):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import ArgumentFactory, RealmFactory, SecretFactory
 from realms.models import Argument, Realm
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -10,10 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from conftest import SecretFactory
 from realms.models import Realm
 from realms.presets import presets, realm_from_preset
 from realms.services import realm_upsert
+from tests.factories import SecretFactory
 from tokens.models import FetchLog
 from tokens.services import token_get
 from tokenserver.errors import Conflict, NotFound, UpstreamError

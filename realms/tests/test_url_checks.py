@@ -10,9 +10,9 @@ import socket
 import pytest
 from django.core.exceptions import ValidationError
 
-from conftest import RealmFactory
 from realms.models import Realm
 from realms.services import realm_upsert
+from tests.factories import RealmFactory
 
 pytestmark = pytest.mark.django_db
 

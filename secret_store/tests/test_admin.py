@@ -3,8 +3,8 @@
 import pytest
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory
 from secret_store.models import Secret
+from tests.factories import RealmFactory, SecretFactory
 from tokens.models import FetchLog, StoredToken
 
 pytestmark = pytest.mark.django_db

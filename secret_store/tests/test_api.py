@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from conftest import RealmFactory, SecretFactory
 from secret_store.models import Secret
+from tests.factories import RealmFactory, SecretFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from conftest import SecretFactory
 from secret_store.models import Secret
+from tests.factories import SecretFactory
 from tokens.models import StoredToken
 from tokenserver import crypto
 

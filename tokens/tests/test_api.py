@@ -2,7 +2,8 @@
 
 import pytest
 
-from conftest import STAFF_PASSWORD, RealmFactory, SecretFactory, numbered_tokens
+from tests.factories import STAFF_PASSWORD, RealmFactory, SecretFactory, stored_token
+from tokens.testing import numbered_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +35,17 @@ def test_flush_true_fetches_anew(api, upstream, wechat_secret):
 
     assert flushed.json()["token"] == "TOKEN-2"
     assert flushed.json()["source"] == "upstream"
+
+
+@pytest.mark.django_db
+def test_a_rejected_token_inside_the_interval_is_a_429_over_the_api(api, wechat_secret):
+    stored_token(wechat_secret, token="T1", age=0, left=7200)
+
+    response = api.get("/api/token?realm=wxgzh&key=wxgzh_secret&flush=true&rejected=T1")
+
+    assert response.status_code == 429
+    assert response.json()["error"] == "too_many_flushes"
+    assert int(response["Retry-After"]) >= 1
 
 
 @pytest.mark.parametrize(
@@ -150,6 +162,23 @@ def test_wrong_basic_password_is_a_401(anonymous_api, wechat_secret, staff_user)
     assert response.status_code == 401
     assert response.json()["error"] == "authentication_failed"
     assert response["WWW-Authenticate"]  # a 401 says how to authenticate
+
+
+@pytest.mark.django_db
+def test_staff_basic_failures_are_throttled(anonymous_api, staff_user, settings):
+    import base64
+
+    settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE = 3
+    wrong = "Basic " + base64.b64encode(b"operator:wrong").decode()
+    right = "Basic " + base64.b64encode(f"operator:{STAFF_PASSWORD}".encode()).decode()
+
+    statuses = [
+        anonymous_api.get("/api/realm", HTTP_AUTHORIZATION=wrong).status_code for _ in range(3)
+    ]
+    throttled = anonymous_api.get("/api/realm", HTTP_AUTHORIZATION=right)
+
+    assert statuses == [401, 401, 401]
+    assert throttled.status_code == 429
 
 
 @pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/realm/x", "/api/secret/x/y"])

@@ -1,30 +1,26 @@
 """
-Issue 4: dependencies failing for real. A Redis server of the test's own
+Dependencies failing for real. A Redis server of the test's own
 that is killed mid-run and started again; a database that stops answering
 (every query refused through Django's execute_wrapper hook); a worker
 process killed with SIGKILL while it holds a secret's lock.
 """
 
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
-from conftest import CHILD_ENV, RealmFactory, SecretFactory, numbered_tokens
+from tests.factories import RealmFactory, SecretFactory
+from tests.helpers import ChildProcess, child_env, free_port, wait_until
 from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
-from tokens.tests.test_concurrency import _database_url
+from tokens.testing import numbered_tokens
 from tokenserver import cache as shared_cache
 from tokenserver.errors import LockWaitTimeout, UpstreamUnavailable
 from tokenserver.outbox import outbox
@@ -32,26 +28,16 @@ from tokenserver.outbox import outbox
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class RedisServer:
+class RedisServer(ChildProcess):
     """A redis-server of the test's own, on a spare port, that can be killed and restarted."""
 
     def __init__(self, tmp_path):
-        self.port = _free_port()
-        self.dir = tmp_path
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
+        self.port = free_port()
+        super().__init__(
             [
                 "redis-server",
                 "--port",
-                str(self.port),
+                self.port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -59,23 +45,12 @@ class RedisServer:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(self.dir),
+                tmp_path,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ready=lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close(),
+            log=tmp_path / "redis.log",
+            start_timeout=10,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
 
     @property
     def url(self):
@@ -83,11 +58,12 @@ class RedisServer:
 
 
 @pytest.fixture
-def own_redis(tmp_path, monkeypatch):
+def own_redis(tmp_path, monkeypatch, request):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
     server = RedisServer(tmp_path)
     server.start()
+    request.addfinalizer(server.stop)  # whatever happens below
     caches = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
@@ -102,8 +78,6 @@ def own_redis(tmp_path, monkeypatch):
     with override_settings(CACHES=caches, TOKENSERVER_LOCK_BACKEND="redis", REDIS_URL=server.url):
         yield server
     shared_cache.health.reset()
-    if server.process.poll() is None:
-        server.kill()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -127,7 +101,7 @@ def test_redis_stopped_mid_run_then_back(own_redis, upstream, wechat_secret, cap
     assert token_get("wxgzh", "wxgzh_secret", flush=True).token == "TOKEN-2"
 
     own_redis.start()
-    time.sleep(0.3)  # past the retry interval
+    wait_until(shared_cache.health.available, message="past the retry interval")
     assert token_get("wxgzh", "wxgzh_secret").source == "database"  # re-cached ...
     assert token_get("wxgzh", "wxgzh_secret").source == "cache"  # ... and used again
     assert len(upstream.calls("/cgi-bin/token")) == 2
@@ -197,12 +171,13 @@ def test_writes_that_fail_are_retried_not_lost(upstream, wechat_secret):
     # The token was handed out (and cached) all the same ...
     assert result.token == "NEW"
     assert token_get("wxgzh", "wxgzh_secret").source == "cache"
+
     # ... and once the database is back the pending writes land.
-    deadline = time.monotonic() + 10
-    while len(outbox) and time.monotonic() < deadline:
+    def flushed():
         outbox.flush()
-        time.sleep(0.05)
-    assert len(outbox) == 0
+        return len(outbox) == 0
+
+    wait_until(flushed, timeout=10, message="the pending writes landed")
     assert StoredToken.objects.get(secret=wechat_secret).token == "NEW"
     assert FetchLog.objects.filter(outcome="ok").count() == 1
 
@@ -226,47 +201,32 @@ def test_lock_holder_killed_with_sigkill(upstream, tmp_path):
         "/token",
         lambda n: (200, {"access_token": f"TOKEN-{n}", "expires_in": 7200}, 0.45 if n == 1 else 0),
     )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tokenserver.settings",
-        "DATABASE_URL": _database_url(),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "TOKENSERVER_ENCRYPTION_KEYS": ",".join(settings.TOKENSERVER_ENCRYPTION_KEYS),
-        "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
-        "TOKENSERVER_LOCK_BACKEND": settings.TOKENSERVER_LOCK_BACKEND,
-        "TOKENSERVER_ENV_FILE": "",
-        **CHILD_ENV,
-    }
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    holder = subprocess.Popen(
+    holder = ChildProcess(
         [sys.executable, "-c", HOLDER, realm.id, secret.name],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=child_env(),
+        log=tmp_path / "holder.log",
     )
-    # Wait until the holder is inside the upstream call (it holds the lock) ...
-    deadline = time.monotonic() + 20
-    while not upstream.calls() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert upstream.calls(), "the holder never reached the upstream"
-    # ... and kill it there.
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
+    with holder:
+        # Wait until the holder is inside the upstream call (it holds the lock) ...
+        wait_until(upstream.calls, timeout=20, message="the holder reached the upstream")
+        # ... and kill it there.
+        holder.kill()
 
     # Nothing half-written: no token row, no log row from the dead worker.
     assert not StoredToken.objects.filter(secret=secret).exists()
     assert not FetchLog.objects.exists()
     # Until its lease expires others wait (bounded: 503), then one refreshes.
-    refused, result = 0, None
-    deadline = time.monotonic() + 30
-    while result is None and time.monotonic() < deadline:
+    refused = []
+
+    def after_the_lease():
         try:
-            result = token_get(realm.id, secret.name)
-        except LockWaitTimeout:
-            refused += 1
-    assert result is not None, "the lock never expired"
+            return token_get(realm.id, secret.name)
+        except LockWaitTimeout as error:
+            refused.append(error)
+            return None
+
+    result = wait_until(after_the_lease, timeout=30, message="the dead holder's lease expired")
+    assert refused  # the lease outlives one bounded wait
     assert result.token == "TOKEN-2"
     assert result.source == "upstream"
     assert len(upstream.calls()) == 2

@@ -1,5 +1,9 @@
-"""The token path of tokens.services.token_get: cache, database, lock + upstream."""
+"""
+The token path of tokens.services.token_get: cache, database, lock +
+upstream; flushes and rejected tokens; secret changes, even mid-fetch.
+"""
 
+import threading
 import time
 from datetime import timedelta
 
@@ -7,11 +11,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conftest import RealmFactory, SecretFactory, numbered_tokens, stored_token
+from secret_store.models import Secret
+from tests.factories import RealmFactory, SecretFactory, stored_token
+from tests.helpers import wait_until
 from tokens.background import wait_for_background_refreshes
 from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
-from tokenserver.errors import NotFound, SecretDisabled, UpstreamError
+from tokens.testing import numbered_tokens
+from tokenserver.errors import NotFound, SecretDisabled, TooManyFlushes, UpstreamError
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +122,18 @@ def test_rejected_token_already_replaced_costs_no_upstream_call(upstream, wechat
     assert upstream.calls("/cgi-bin/token") == []
 
 
+@pytest.mark.django_db
+def test_a_rejected_token_is_never_handed_back(upstream, wechat_secret):
+    # Finding: inside the minimum interval, rejected=T returned T itself.
+    stored_token(wechat_secret, token="JUST-FETCHED", age=5, left=7195)
+
+    with pytest.raises(TooManyFlushes) as raised:
+        token_get("wxgzh", "wxgzh_secret", rejected="JUST-FETCHED")
+
+    assert 20 <= raised.value.retry_after <= 25
+    assert upstream.calls("/cgi-bin/token") == []
+
+
 def test_margin_larger_than_lifetime_does_not_refresh_every_request(upstream):
     # A provider granting 60 s under a 300 s margin: refresh at half-life
     # instead of sending every request upstream.
@@ -145,7 +164,7 @@ def test_flush_fetches_a_new_token(upstream, wechat_secret):
 
 
 def test_every_upstream_attempt_writes_one_fetchlog_row(upstream, wechat_secret):
-    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})
+    upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200}, delay=0.05)
 
     token_get("wxgzh", "wxgzh_secret", client="operator")
     token_get("wxgzh", "wxgzh_secret")
@@ -158,7 +177,7 @@ def test_every_upstream_attempt_writes_one_fetchlog_row(upstream, wechat_secret)
         "ok",
     )
     assert (log.http_status, log.lifetime, log.client) == (200, 7200, "operator")
-    assert log.duration_ms >= 0
+    assert 50 <= log.duration_ms < 5000  # the upstream took 50 ms to answer
 
 
 def test_failed_fetch_is_logged_and_raises_upstream_error(upstream, wechat_secret):
@@ -183,6 +202,16 @@ def test_unknown_realm_and_key_are_not_found(wechat_secret):
         token_get("nope", "wxgzh_secret")
     with pytest.raises(NotFound, match="has no secret 'nope'"):
         token_get("wxgzh", "nope")
+
+
+@pytest.mark.django_db
+def test_names_are_exact_even_where_the_database_ignores_case(upstream, wechat_secret):
+    # Review of issue 5: MySQL's collation matched "WXGZH_SECRET" to "wxgzh_secret",
+    # so a client's case-sensitive patterns could be sidestepped.
+    upstream.reply("/cgi-bin/token", {"access_token": "T", "expires_in": 7200})
+
+    with pytest.raises(NotFound):
+        token_get("wxgzh", "WXGZH_SECRET")
 
 
 def test_disabled_secret_is_refused_even_when_cached(upstream, wechat_secret):
@@ -214,6 +243,45 @@ def test_comment_change_keeps_the_stored_token(upstream, wechat_secret):
     wechat_secret.save()
 
     assert token_get("wxgzh", "wxgzh_secret").source == "database"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fetch_in_flight_when_the_secret_is_disabled_keeps_nothing(upstream, wechat_secret):
+    # Finding: a fetch that ended after the secret changed cached and stored
+    # its token again, and a disabled secret was served from the cache.
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    results = []
+    fetcher = threading.Thread(target=lambda: results.append(token_get("wxgzh", "wxgzh_secret")))
+    fetcher.start()
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
+
+    secret = Secret.objects.get(pk=wechat_secret.pk)
+    secret.enabled = False
+    secret.save()
+    fetcher.join()
+
+    assert results[0].token == "TOKEN-1"  # asked before the change: answered
+    assert not StoredToken.objects.filter(secret=wechat_secret).exists()
+    with pytest.raises(SecretDisabled):
+        token_get("wxgzh", "wxgzh_secret")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fetch_in_flight_when_credentials_change_keeps_nothing(upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
+    fetcher = threading.Thread(target=lambda: token_get("wxgzh", "wxgzh_secret"))
+    fetcher.start()
+    wait_until(lambda: upstream.calls("/cgi-bin/token"), message="the fetch reached the upstream")
+
+    secret = Secret.objects.get(pk=wechat_secret.pk)
+    secret.key_2 = "a-new-app-secret"
+    secret.save()
+    fetcher.join()
+
+    assert not StoredToken.objects.filter(secret=wechat_secret).exists()
+    again = token_get("wxgzh", "wxgzh_secret")
+    assert again.token == "TOKEN-2"
+    assert upstream.calls("/cgi-bin/token")[-1]["query"]["secret"] == "a-new-app-secret"
 
 
 def test_fixed_realm_returns_the_stored_token_without_upstream():

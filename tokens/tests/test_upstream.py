@@ -1,13 +1,17 @@
-"""tokens.upstream: building the request from templates, reading the answer, each error."""
+"""
+tokens.upstream: building the request from templates, reading the answer,
+each error, and the one deadline a call has (name resolution, headers, body).
+"""
 
 import base64
 import json
+import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 from tokens.upstream import UpstreamFailure, build_request, fetch
 
 pytestmark = pytest.mark.django_db
@@ -233,6 +237,27 @@ def test_missing_or_bad_lifetime(upstream, expires_in):
     assert raised.value.outcome == "invalid_response"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("lifetime", [b"NaN", b"Infinity", b"1e999", b'"nan"'])
+def test_a_lifetime_that_is_not_finite_is_refused(upstream, lifetime):
+    # Finding: NaN or infinite lifetimes crashed after a successful fetch.
+    realm = RealmFactory(url=upstream.url())
+    upstream.reply("/token", b'{"access_token": "T", "expires_in": ' + lifetime + b"}")
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "invalid_response"
+
+
+@pytest.mark.django_db
+def test_a_huge_lifetime_is_capped_at_a_year(upstream):
+    realm = RealmFactory(url=upstream.url())
+    upstream.reply("/token", {"access_token": "T", "expires_in": 1e300})
+
+    assert fetch(realm, SecretFactory(realm=realm)).lifetime == 365 * 86400
+
+
 def test_redirect_is_not_followed(upstream):
     realm = realm_with(upstream)
     upstream.reply("/token", {"location": "elsewhere"}, status=302)
@@ -253,6 +278,104 @@ def test_timeout(upstream):
 
     assert raised.value.outcome == "timeout"
     assert raised.value.detail == "upstream 127.0.0.1 did not answer within 0.2 s"
+
+
+@pytest.fixture
+def dripping_upstream():
+    """
+    start(chunks, pause): a server on 127.0.0.1 that answers one request with
+    `chunks`, `pause` seconds apart; returns its URL. Stopped after the test.
+    """
+    import socket
+
+    stop = threading.Event()
+    started = []
+
+    def start(chunks, pause):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.05)  # to notice `stop` while nobody connects
+
+        def drip():
+            with listener:
+                while not stop.is_set():
+                    try:
+                        conn, _ = listener.accept()
+                        break
+                    except TimeoutError:
+                        continue
+                else:
+                    return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    for chunk in chunks:
+                        conn.sendall(chunk)
+                        if stop.wait(pause):
+                            return
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=drip, daemon=True)
+        thread.start()
+        started.append(thread)
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+
+    yield start
+    stop.set()
+    for thread in started:
+        thread.join(5)
+        assert not thread.is_alive(), "the dripping upstream did not stop"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("chunks", "pause"),
+    [
+        # Review of issues 2-4: a body dripping in (each read is quick enough).
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"] + [b"x" * 10] * 40, 0.1),
+        # Review of issue 5: headers sent a byte at a time.
+        ([bytes([b]) for b in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200], 0.2),
+    ],
+    ids=["body", "headers"],
+)
+def test_an_answer_dripping_past_the_deadline_times_out(dripping_upstream, chunks, pause):
+    # requests' read timeout bounds each read, not the whole answer: the
+    # call has one deadline, so it cannot hold the secret's lock past its lease.
+    realm = RealmFactory(url=dripping_upstream(chunks, pause), timeout=0.5)
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "timeout"
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.django_db
+def test_slow_name_resolution_times_out(monkeypatch, request):
+    import socket
+
+    real = socket.getaddrinfo
+    answer_now = threading.Event()
+    request.addfinalizer(answer_now.set)  # the lookup thread ends with the test
+
+    def slow(host, *args, **kwargs):
+        if host == "slow-dns.example.test":
+            answer_now.wait(3)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    realm = RealmFactory(url="http://slow-dns.example.test/token", timeout=0.3)
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamFailure) as raised:
+        fetch(realm, SecretFactory(realm=realm))
+
+    assert raised.value.outcome == "timeout"
+    assert time.monotonic() - started < 1.5
 
 
 def test_unreachable_never_names_the_url_or_query():
@@ -300,7 +423,7 @@ def test_code_realm_posts_the_values_to_the_operators_function(upstream):
     }
 
 
-# --- Absolute expiry (issue 3) ------------------------------------------------------
+# --- Absolute expiry ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,11 @@ with the JSON error shape (or a success), never a server error.
 import logging
 
 import pytest
+from django.conf import settings
 
-from conftest import SecretFactory, numbered_tokens
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
+from tokens.testing import numbered_tokens
+from tokenserver.logging import RedactQueryStrings
 
 pytestmark = pytest.mark.django_db
 
@@ -61,17 +64,34 @@ def assert_json_error_or_success(response):
         assert set(body) >= {"error", "detail"}
 
 
-@pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/realm/x", "/api/secret/r0/k"])
+LIST_ROUTES = ["/api/realm", "/api/secret"]
+DETAIL_ROUTES = ["/api/realm/x", "/api/secret/r0/k"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("post", path) for path in LIST_ROUTES]
+    + [(method, path) for method in ("put", "patch") for path in LIST_ROUTES + DETAIL_ROUTES],
+)
 @pytest.mark.parametrize("body", ODD_BODIES)
-@pytest.mark.parametrize("method", ["post", "put", "patch"])
 def test_odd_bodies_never_cause_a_500(api, path, body, method):
     SecretFactory(realm__id="r0", name="k")
-    if method == "post" and path.count("/") > 2:
-        return  # no POST on detail routes (a 405, covered elsewhere)
 
     response = getattr(api, method)(path, body, content_type="application/json")
 
     assert_json_error_or_success(response)
+
+
+@pytest.mark.parametrize("path", DETAIL_ROUTES)
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_post_on_a_detail_route_is_a_json_405_whatever_the_body(api, path, body):
+    SecretFactory(realm__id="r0", name="k")
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert set(response.json()) >= {"error", "detail"}
 
 
 @pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/token"])
@@ -97,6 +117,18 @@ def test_unsupported_media_type_is_a_415(api):
 
     assert response.status_code == 415
     assert response.json()["error"] == "unsupported_media_type"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/realm", "/api/secret", "/api/realm/x/test"])
+def test_deeply_nested_json_is_a_400(api, path):
+    # Finding: RecursionError in the JSON parser was a 500.
+    body = "[" * 50000 + "]" * 50000
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_request"
 
 
 def test_no_secret_or_token_in_logs_or_answers(api, upstream, caplog):
@@ -152,8 +184,6 @@ def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog,
     app, client_secret = client_create(
         "app", scopes=["token:read", "token:flush", "log:read"], allow=["wxgzh/*"]
     )
-    from conftest import ArgumentFactory, RealmFactory, SecretFactory
-
     realm = RealmFactory(id="wxgzh", url=upstream.url("/cgi-bin/token"), min_flush_interval=0)
     ArgumentFactory(realm=realm, name="secret", value="$key_2")
     SecretFactory(realm=realm, name="s", key_2="upstream-app-secret-42")
@@ -203,3 +233,22 @@ def test_no_client_secret_access_token_or_upstream_token_leaks(upstream, caplog,
     # Upstream tokens go to the app that asked, and nowhere else.
     for value in (upstream_token, "TOKEN-2", "TOKEN-3"):
         assert value not in logged
+
+
+def test_query_strings_are_redacted_from_log_lines():
+    # Finding: urllib3 logs "Failed to parse headers (url=…?appid=…&secret=…)" at WARNING.
+    record = logging.LogRecord(
+        "urllib3.connection",
+        logging.WARNING,
+        __file__,
+        1,
+        "Failed to parse headers (url=%s): %s",
+        ("https://api.weixin.qq.com/cgi-bin/token?appid=wx1&secret=s3cr3t-value", "bad"),
+        None,
+    )
+
+    RedactQueryStrings().filter(record)
+
+    assert "s3cr3t-value" not in record.getMessage()
+    assert "appid=***&secret=***" in record.getMessage()
+    assert "redact_query_strings" in settings.LOGGING["handlers"]["console"]["filters"]

@@ -1,5 +1,5 @@
 """
-Issue 5: upstream destinations. Refused at save time and, on the resolved
+Upstream destinations. Refused at save time and, on the resolved
 address, at fetch time (a DNS answer that changes in between cannot pass).
 DNS answers for made-up names are faked: name resolution leaves the process.
 """
@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from conftest import ArgumentFactory, RealmFactory, SecretFactory
+from tests.factories import ArgumentFactory, RealmFactory, SecretFactory
 from tokens.models import FetchLog
 from tokens.services import token_get
 from tokenserver import netguard
@@ -16,20 +16,19 @@ from tokenserver.errors import UpstreamError
 
 pytestmark = pytest.mark.django_db
 
-REAL_GETADDRINFO = socket.getaddrinfo
-
 
 @pytest.fixture
 def dns(monkeypatch):
-    """Answers for made-up hostnames; everything else resolves for real."""
+    """Answers for made-up hostnames; everything else resolves as it did."""
     answers = {}
+    resolve = socket.getaddrinfo
 
     def getaddrinfo(host, port, *args, **kwargs):
         if host in answers:
             address = answers[host]
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
-        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+        return resolve(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return answers
