@@ -6,6 +6,7 @@ thing faked, and faked over real HTTP.
 
 import json
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -206,8 +207,6 @@ def sequence(*answers):
 
 def gunicorn_command(port: int, *, workers: int, threads: int) -> list[str]:
     """tokenserver under gunicorn (threads per worker), as the tests and the benchmark run it."""
-    import sys
-
     return [
         sys.executable,
         "-m",

@@ -117,6 +117,11 @@ def test_4_processes_stale_token_one_background_refresh_none_waits(
 
 def test_300_flushes_across_4_processes_cause_one_upstream_call(upstream, wechat_secret, http_get):
     # Issue 4: a flush storm (a misbehaving app) burns one fetch, not 300.
+    # A timeout far above the upstream's 0.5 s: on a busy 2-core machine 300
+    # requests in 4 processes must not time the call (or the waiters) out,
+    # which would legitimately retry or fall back to the old token.
+    wechat_secret.realm.timeout = 10
+    wechat_secret.realm.save()
     upstream.reply_with("/cgi-bin/token", numbered_tokens(delay=0.5))
     stored_token(wechat_secret, token="OLD", age=600, left=6600)
 
