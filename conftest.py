@@ -33,13 +33,19 @@ def upstream():
 
 
 @pytest.fixture
-def gunicorn_server(tmp_path):
+def gunicorn_env():
+    """Extra environment for gunicorn_server (a test module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path, gunicorn_env):
     """tokenserver in gunicorn: 4 worker processes × 25 threads, on the test database."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = ChildProcess(
         gunicorn_command(port, workers=4, threads=25),
-        env=child_env(ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING"),
+        env=child_env(ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING", **gunicorn_env),
         cwd=settings.BASE_DIR,
         log=tmp_path / "gunicorn.log",
         # Any answer will do (401 without credentials): the workers are up.

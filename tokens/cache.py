@@ -24,7 +24,7 @@ from django.core.cache import cache
 
 from tokens.results import Snapshot
 from tokenserver import crypto
-from tokenserver.cache import guarded
+from tokenserver.cache import WindowCount, guarded, window_incr_and_get
 
 
 def _cache_key(realm_id: str, key: str) -> str:
@@ -33,7 +33,21 @@ def _cache_key(realm_id: str, key: str) -> str:
 
 def entry_read(realm_id: str, key: str) -> Snapshot | None:
     """The cached token of a secret; None if missing, the cache is down, or a key was dropped."""
-    entry = guarded(lambda: cache.get(_cache_key(realm_id, key)))
+    return _snapshot(guarded(lambda: cache.get(_cache_key(realm_id, key))))
+
+
+def entry_read_counted(
+    realm_id: str, key: str, *, counter: str, window: float
+) -> tuple[WindowCount | None, Snapshot | None]:
+    """
+    entry_read, and one call counted in the window counter `counter`, in one
+    round trip to the cache (the hot path's rate limit and token read).
+    """
+    counted, entry = window_incr_and_get(counter, window, _cache_key(realm_id, key))
+    return counted, _snapshot(entry)
+
+
+def _snapshot(entry) -> Snapshot | None:
     if not entry:
         return None
     try:

@@ -43,6 +43,9 @@ from tokenserver.errors import (
     UpstreamUnavailable,
 )
 
+#: token_get's "read the cache entry yourself".
+_READ = object()
+
 
 def token_get(
     realm_id: str,
@@ -52,9 +55,14 @@ def token_get(
     rejected: str | None = None,
     trigger: str = FetchLog.Trigger.REQUEST,
     client: str = "",
+    cached=_READ,
 ) -> TokenResult:
     """
     A valid token for the secret (`realm_id`, `key`).
+
+    `cached` is the secret's cache entry when the caller has read it already
+    (the API's fast path reads it with its rate-limit count, in one round
+    trip); by default step 1 reads it.
 
     `flush` asks for a new token (coalesced, and not more often than the
     realm's `min_flush_interval`); `rejected` (implies `flush`) names the token
@@ -67,7 +75,8 @@ def token_get(
 
     # 1. The cache: no database query.
     if not flush:
-        cached = token_cache.entry_read(realm_id, key)
+        if cached is _READ:
+            cached = token_cache.entry_read(realm_id, key)
         if cached and cached.alive(now):
             if cached.due(now):
                 revalidate(realm_id, key, client, lock_ttl=cached.lock_ttl)

@@ -12,6 +12,7 @@ interval has passed, so requests do not each wait for a connect timeout.
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -106,3 +107,99 @@ def counter_incr(name: str, seconds: float) -> int:
             return 1
 
     return guarded(incr, 0)
+
+
+# --- Window counters: count a call and read an entry in one round trip ----------------
+
+#: INCR a window counter (starting its window on the first call), and read one
+#: entry, atomically and in one round trip: the hot path's rate limit and its
+#: token read cost one Redis call between them.
+_COUNT_AND_GET = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+local value = false
+if KEYS[2] ~= '' then value = redis.call('GET', KEYS[2]) end
+return {count, ttl, value}
+"""
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """A counter's value in its current window, and how long that window still runs."""
+
+    count: int
+    remaining: float  # seconds
+
+
+class _LocalWindows:
+    """Window counters of one process (no Redis): exact within the process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._windows: dict[str, list] = {}  # name → [ends at (monotonic), count]
+
+    def incr(self, name: str, window: float) -> WindowCount:
+        now = time.monotonic()
+        with self._lock:
+            current = self._windows.get(name)
+            if current is None or current[0] <= now:
+                if len(self._windows) > 10_000:  # drop ended windows now and then
+                    self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
+                current = self._windows[name] = [now + window, 0]
+            current[1] += 1
+            return WindowCount(current[1], current[0] - now)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._windows.clear()
+
+
+local_windows = _LocalWindows()
+
+
+def _redis_client():
+    """The redis-py client behind a django-redis cache, or None for another backend."""
+    client = getattr(cache, "client", None)
+    get_client = getattr(client, "get_client", None)
+    return get_client(write=True) if get_client else None
+
+
+def window_incr_and_get(
+    name: str, window: float, key: str | None = None
+) -> tuple[WindowCount | None, object]:
+    """
+    Count one call in the window counter `name` (a window starts with its
+    first call and lasts `window` seconds), and read the cache entry `key`,
+    in one round trip. Returns (count, value); count is None while the cache
+    is down (limits then fail open: apps keep getting tokens) and value is
+    None when missing.
+    """
+    redis = _redis_client()
+    if redis is None:
+        value = cache.get(key) if key else None
+        return local_windows.incr(name, window), value
+    if not health.available():
+        return None, None
+    try:
+        count, ttl, raw = _script(redis)(
+            keys=[cache.make_key(f"window:{name}"), cache.make_key(key) if key else ""],
+            args=[max(1, int(window * 1000))],
+            client=redis,
+        )
+        value = cache.client.decode(raw) if raw else None
+        return WindowCount(int(count), int(ttl) / 1000), value
+    except CACHE_ERRORS as error:
+        health.failed(error)
+        return None, None
+
+
+_registered = []
+
+
+def _script(redis):
+    """The count-and-get script (EVALSHA, loaded again by redis-py on a server that lacks it)."""
+    if not _registered:
+        _registered.append(redis.register_script(_COUNT_AND_GET))
+    return _registered[0]

@@ -124,14 +124,17 @@ def validation_error_body(detail) -> dict:
     return {"error": "invalid", "detail": sentence, "fields": fields}
 
 
-def api_exception_handler(exc, context):
-    """DRF exception handler: every error in the `{"error", "detail"}` shape."""
+def error_parts(exc) -> tuple[int, dict, dict] | None:
+    """
+    (status, body, headers) of the answer to an error, in the
+    `{"error", "detail"}` shape; None for an exception that is a real bug.
+    """
     headers = {}
     if isinstance(exc, ServiceError):
         body = {"error": exc.code, "detail": exc.detail}
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return Response(body, status=exc.status_code, headers=headers)
+        return exc.status_code, body, headers
 
     if isinstance(exc, DjangoValidationError):
         # Model validation (full_clean) raised by a service: same shape as DRF's.
@@ -143,7 +146,7 @@ def api_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
 
     if not isinstance(exc, exceptions.APIException):
-        return None  # a real bug: Django's 500 handler takes it (JSON under /api/)
+        return None
 
     if isinstance(exc, exceptions.ValidationError):
         body = validation_error_body(exc.detail)
@@ -157,8 +160,24 @@ def api_exception_handler(exc, context):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
+    return exc.status_code, body, headers
+
+
+def api_exception_handler(exc, context):
+    """DRF exception handler: every error in the `{"error", "detail"}` shape."""
+    parts = error_parts(exc)
+    if parts is None:
+        return None  # a real bug: Django's 500 handler takes it (JSON under /api/)
+    status_code, body, headers = parts
     set_rollback()
-    return Response(body, status=exc.status_code, headers=headers)
+    return Response(body, status=status_code, headers=headers)
+
+
+def error_response(exc) -> JsonResponse:
+    """The same answer outside DRF (the token endpoint's fast path)."""
+    status_code, body, headers = error_parts(exc)
+    compact = {"separators": (",", ":"), "ensure_ascii": False}  # as DRF renders it
+    return JsonResponse(body, status=status_code, headers=headers, json_dumps_params=compact)
 
 
 def _is_api(request) -> bool:

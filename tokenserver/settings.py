@@ -14,6 +14,8 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from tokenserver.rates import parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -73,6 +75,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # GET /api/token with a bearer token, answered before the rest (tokens.middleware).
+    "tokens.middleware.TokenFastPath",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,6 +146,13 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": 2,
                 "SOCKET_TIMEOUT": 2,
+                # More threads than connections wait (up to 2 s) for one,
+                # instead of failing (which would count as Redis being down).
+                "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+                "CONNECTION_POOL_KWARGS": {
+                    "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=100),
+                    "timeout": 2,
+                },
             },
         }
     }
@@ -169,6 +180,11 @@ TOKENSERVER_LOCK_BACKEND = env.str(
 TOKENSERVER_ACCESS_TOKEN_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_TTL", default=7200)
 TOKENSERVER_ACCESS_TOKEN_MAX_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_MAX_TTL", default=86400)
 TOKENSERVER_AUTH_FAILURES_PER_MINUTE = env.int("TOKENSERVER_AUTH_FAILURES_PER_MINUTE", default=10)
+# GET /api/token calls per client ("60000/min", "1000/s"; "0" or "off": no
+# limit). The default lets an app ask for its token on every call it makes,
+# up to 1,000 a second, and stops a runaway loop; checked here, at start-up.
+TOKENSERVER_TOKEN_RATE = env.str("TOKENSERVER_TOKEN_RATE", default="60000/min")
+parse_rate(TOKENSERVER_TOKEN_RATE)
 
 # --- Upstream destinations ----------------------------------------------------
 # Loopback and private networks are refused as token endpoints unless listed
@@ -228,7 +244,6 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["clients.authentication.StaffOrScope"],
-    "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKENSERVER_TOKEN_RATE", default="6000/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "tokenserver.parsers.SafeJSONParser",

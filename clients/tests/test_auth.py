@@ -422,26 +422,3 @@ def test_revocations_survive_a_lost_redis_mirror():
 
     with pytest.raises(InvalidAccessToken, match="revoked"):
         access_token_verify(token)
-
-
-def test_token_endpoint_is_throttled_per_client(make_client, stored_token, settings):
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"token": "3/min"},
-    }
-    from clients.throttles import ClientTokenRateThrottle
-
-    ClientTokenRateThrottle.THROTTLE_RATES = {"token": "3/min"}
-    try:
-        client, _ = make_client("token:read")
-        token, _ = access_token_issue(client.client_id, ["token:read"], allow=["wxgzh/*"])
-        api = bearer(token)
-        statuses = [
-            api.get("/api/token?realm=wxgzh&key=wxgzh_secret").status_code for _ in range(4)
-        ]
-    finally:
-        from rest_framework.settings import api_settings
-
-        ClientTokenRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-
-    assert statuses == [200, 200, 200, 429]
