@@ -87,6 +87,7 @@ def _keys() -> list[tuple[str, Fernet]]:
 def _reset(*, setting, **kwargs):
     if setting in ("TOKENSERVER_ENCRYPTION_KEYS", "SECRET_KEY", "DEBUG"):
         _keys.cache_clear()
+        _decode.cache_clear()
 
 
 setting_changed.connect(_reset)
@@ -126,6 +127,13 @@ def access_token_issue(
 
 def access_token_decode(token: str) -> Claims:
     """The claims of a token sealed by this server (not checking expiry or revocation)."""
+    return _decode(token)
+
+
+@lru_cache(maxsize=4096)
+def _decode(token: str) -> Claims:
+    # Remembered: apps send the same token on every call, and opening it is
+    # most of the cost of verifying it. Refusals are not remembered.
     parts = token.split(".", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
         raise InvalidAccessToken("malformed")

@@ -51,7 +51,7 @@ def _snapshot(entry) -> Snapshot | None:
     if not entry:
         return None
     try:
-        token = crypto.decrypt(entry["t"])
+        token = crypto.decrypt_memoized(entry["t"])
         return Snapshot(
             token,
             entry["at"],

@@ -43,6 +43,7 @@ def _fernet() -> MultiFernet:
 def _reset(*, setting, **kwargs):
     if setting in ("TOKENSERVER_ENCRYPTION_KEYS", "SECRET_KEY", "DEBUG"):
         _fernet.cache_clear()
+        decrypt_memoized.cache_clear()
 
 
 setting_changed.connect(_reset)
@@ -56,3 +57,14 @@ def encrypt(plaintext: str) -> str:
 def decrypt(ciphertext: str) -> str:
     """Decrypt text encrypted under any configured key (raises InvalidToken)."""
     return _fernet().decrypt(ciphertext.encode()).decode()
+
+
+@lru_cache(maxsize=4096)
+def decrypt_memoized(ciphertext: str) -> str:
+    """
+    decrypt(), remembering the last few thousand answers: for the token
+    cache's entries, read on every request and rewritten only on a refresh
+    (a Fernet ciphertext always decrypts to the same text). Not for secret
+    values, which are read rarely and need not stay in memory.
+    """
+    return decrypt(ciphertext)
