@@ -64,7 +64,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 #: The README's production command, as `make bench` runs it (paths relative to BASE_DIR).
-PRODUCTION_COMMAND = ".venv/bin/gunicorn -c gunicorn.conf.py tokenserver.wsgi"
+PRODUCTION_COMMAND = ".venv/bin/python serve.py"
 #: The floor: always gunicorn with 4 sync workers, so ratios compare across changes.
 FLOOR_WORKERS = 4
 
@@ -86,13 +86,13 @@ TARGETS = {
 SERVER_HELP = """\
 server configurations for tokenserver, comma-separated, each NAME or
 NAME:WORKERS or NAME:WORKERSxTHREADS (default: production). NAME is one of:
-production = the README's production command, `%(production)s`
-(workers and threads from gunicorn.conf.py: WEB_CONCURRENCY / WEB_THREADS from
-the environment, else from the core count); gunicorn-sync = the same config
-file with sync workers (default 4, the floor's shape); gunicorn-gthread = the
-same config file with gthread workers (default 4x25); granian = granian's WSGI
-server (default 2 workers x 4 blocking threads, one worker per core). The
-storm runs on the first configuration only."""
+production = the README's production command, `%(production)s` (granian;
+workers and threads from WEB_CONCURRENCY / WEB_THREADS in the environment,
+else one worker per core x 4 threads); granian = the same serve.py with the
+shape given (default: one worker per core x 4 threads); gunicorn-sync =
+gunicorn with gunicorn.conf.py and sync workers (default 4, the floor's
+shape); gunicorn-gthread = the same config file with gthread workers (default
+4x25). The storm runs on the first configuration only."""
 
 # --- Small helpers ----------------------------------------------------------------
 
@@ -522,7 +522,7 @@ def parse_servers(text):
                 raise argparse.ArgumentTypeError(f"{item!r}: expected NAME:WORKERS[xTHREADS]")
             if name == "production":
                 raise argparse.ArgumentTypeError(
-                    "production takes its shape from gunicorn.conf.py (set WEB_CONCURRENCY / "
+                    "production takes its shape from serve.py (set WEB_CONCURRENCY / "
                     "WEB_THREADS in the environment instead)"
                 )
             workers = int(match.group(1))
@@ -536,41 +536,22 @@ def parse_servers(text):
 def server_command(name, workers, threads, port, env, venv_bin):
     """(label, argv, env) of one tokenserver server configuration."""
     env = {**env, "TOKENSERVER_BIND": f"127.0.0.1:{port}"}
-    gunicorn = [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py", "tokenserver.wsgi"]
-    if name == "production":
-        return "production", gunicorn, env
-    if name == "gunicorn-sync":
-        workers, threads = workers or 4, 1
-        env.update(WEB_CONCURRENCY=str(workers), WEB_THREADS="1")
-        return f"gunicorn-sync {workers}", gunicorn, env
-    if name == "gunicorn-gthread":
-        workers, threads = workers or 4, threads or 25
+    if name in ("production", "granian"):
+        command = [str(venv_bin / "python"), "serve.py"]
+        if name == "production":
+            shape = [env.get("WEB_CONCURRENCY") or os.cpu_count(), env.get("WEB_THREADS") or 4]
+            return f"production (granian {shape[0]}x{shape[1]})", command, env
+        workers, threads = workers or os.cpu_count(), threads or 4
         env.update(WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads))
-        return f"gunicorn-gthread {workers}x{threads}", gunicorn, env
-    workers, threads = workers or 2, threads or 4
-    return (
-        f"granian {workers}x{threads}",
-        [
-            str(venv_bin / "granian"),
-            "--interface",
-            "wsgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--blocking-threads",
-            str(threads),
-            "--no-ws",
-            "--log-level",
-            "warning",
-            "--workers-kill-timeout",
-            "10",
-            "tokenserver.wsgi:application",
-        ],
-        env,
-    )
+        return f"granian {workers}x{threads}", command, env
+    command = [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py", "tokenserver.wsgi"]
+    if name == "gunicorn-sync":
+        workers = workers or 4
+        env.update(WEB_CONCURRENCY=str(workers), WEB_THREADS="1")
+        return f"gunicorn-sync {workers}", command, env
+    workers, threads = workers or 4, threads or 25
+    env.update(WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads))
+    return f"gunicorn-gthread {workers}x{threads}", command, env
 
 
 # --- Fixtures ----------------------------------------------------------------------
@@ -1269,12 +1250,20 @@ def main(argv=None):
 
         Secret.objects.create(realm=hot_realm, name="hot", key_1="bench-hot", key_2="bench-secret")
         hot = token_get(REALM_HOT, "hot")  # one upstream call: the token the hot path serves
-        app, _ = client_create(
-            CLIENT_NAME, scopes=["token:read"], allow=["bench-*/*"], comment="make bench"
-        )
-        access_token, _ = access_token_issue(app.client_id, app.scopes, allow=app.allow, ttl=3600)
-        header_value = f"Bearer {access_token}"
-        header = f"Authorization: {header_value}"
+
+        def new_app():
+            """
+            An app's bearer credentials: a client of its own for each phase, so the
+            per-client rate limit (whose state lives in the cache) starts afresh.
+            """
+            app, _ = client_create(
+                CLIENT_NAME, scopes=["token:read"], allow=["bench-*/*"], comment="make bench"
+            )
+            access_token, _ = access_token_issue(
+                app.client_id, app.scopes, allow=app.allow, ttl=3600
+            )
+            return f"Bearer {access_token}"
+
         names = []
         if "storm" not in args.skip:
             storm_realm = wechat_realm(
@@ -1316,7 +1305,7 @@ def main(argv=None):
         wait_until_serving(floor, port, "/", {})
         results["floor"] = {
             "label": f"floor (gunicorn {FLOOR_WORKERS} sync)",
-            "hot_path": hot_path(port, header, args),
+            "hot_path": hot_path(port, f"Authorization: {new_app()}", args),
             "rss_mib": [rss_mib(pid) for pid in worker_pids(floor.pid)],
         }
         processes.stop(floor)
@@ -1327,15 +1316,12 @@ def main(argv=None):
             say(f"{label}: {' '.join(str(part) for part in command)}  (port {port})")
             server = processes.start(label, command, env=env)
             status, body = wait_until_serving(
-                server,
-                port,
-                f"/api/token?realm={REALM_HOT}&key=hot",
-                {"Authorization": header_value},
+                server, port, f"/api/token?realm={REALM_HOT}&key=hot", {"Authorization": new_app()}
             )
             if status != 200:
                 raise SystemExit(f"{label}: GET /api/token answered {status}: {body[:300]!r}")
             entry = {"name": name, "label": label, "command": command}
-            entry["hot_path"] = hot_path(port, header, args)
+            entry["hot_path"] = hot_path(port, f"Authorization: {new_app()}", args)
             for tool in ("wrk", "ab"):
                 entry[f"ratio_{tool}"] = ratio(
                     entry["hot_path"][tool], results["floor"]["hot_path"][tool]
@@ -1343,14 +1329,14 @@ def main(argv=None):
             if "herd" not in args.skip:
                 appid = f"bench-herd-{number}"
                 secret = expired_secret(hot_realm, f"herd-{number}", appid)
-                entry["herd"] = herd(port, header_value, secret, appid, upstream, args.herd)
+                entry["herd"] = herd(port, new_app(), secret, appid, upstream, args.herd)
             if number == 0 and names:
                 say(f"storm: {len(names)} secrets, {args.storm_seconds:.0f} s")
                 results["storm"] = {
                     "server": label,
                     **storm(
                         port,
-                        header_value,
+                        new_app(),
                         names,
                         args,
                         storm_upstream,
