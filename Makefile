@@ -56,7 +56,9 @@ run: migrate
 test: setup
 	CACHE_KEY_PREFIX=tokenserver-test $(PY) -m pytest $(PYTEST_ARGS)
 
-# Token path throughput, latency and memory (see bench/token_bench.py --help).
+# The token endpoint under load on this machine, loopback only, about 1.5 minutes: hot path
+# against the floor, herd, refresh storm, memory; a table and bench/results.json. Installs
+# wrk and apache2-utils with apt-get when missing. Options: BENCH_ARGS="--help".
 bench: setup
 	$(PY) bench/token_bench.py $(BENCH_ARGS)
 

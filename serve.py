@@ -1,0 +1,69 @@
+"""
+tokenserver's production server: granian (HTTP in Rust, the app in Python
+threads over WSGI), chosen by measurement (README, "Benchmark"):
+
+    .venv/bin/python serve.py
+
+`make bench` runs exactly this command. Knobs, from the environment:
+
+    TOKENSERVER_BIND   address to listen on (default 127.0.0.1:8000; behind a proxy
+                       on another host, e.g. 0.0.0.0:8000)
+    WEB_CONCURRENCY    worker processes (default: one per core)
+    WEB_THREADS        threads per worker running the app (default 4): how many
+                       requests a worker serves at once, some of them possibly
+                       waiting on a provider
+    LOG_LEVEL          granian's own log level, like tokenserver's (default INFO)
+
+gunicorn.conf.py is the measured alternative (`.venv/bin/gunicorn -c
+gunicorn.conf.py tokenserver.wsgi`), with the same knobs.
+"""
+
+import multiprocessing
+import os
+from pathlib import Path
+
+from granian import Granian
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def bind_address(text):
+    """ "host:port" (IPv6 hosts in brackets) → (host, port)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"TOKENSERVER_BIND must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def main():
+    host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
+    workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or multiprocessing.cpu_count()
+    threads = int(os.environ.get("WEB_THREADS", 0)) or 4
+    level = os.environ.get("LOG_LEVEL", "INFO").lower()
+    Granian(
+        "tokenserver.wsgi:application",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        websockets=False,
+        # A slow client gets 30 s to send its headers; keep-alive connections stay open.
+        http1_settings=HTTP1Settings(header_read_timeout=30_000, keep_alive=True),
+        log_level=LogLevels(level) if level in LogLevels.__members__ else LogLevels.info,
+        # No access log: query strings carry tokens (`rejected=`), and tokenserver
+        # logs what it needs itself, with query strings redacted.
+        log_access=False,
+        # A worker that dies is replaced (as gunicorn does); on SIGTERM, requests in
+        # flight get 30 s to finish.
+        respawn_failed_workers=True,
+        workers_kill_timeout=30,
+        working_dir=BASE_DIR,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()
