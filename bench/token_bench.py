@@ -309,6 +309,8 @@ def choose_backends(tmp):
             "(root, no password): falling back to the embedded default, a temporary SQLite "
             "file. Production runs on MariaDB/MySQL; these numbers are not production's."
         )
+    if database_url.startswith("sqlite") and not notes[-1].startswith("NOTE"):
+        notes.append("NOTE database: SQLite; production runs on MariaDB/MySQL.")
     if database_url.startswith("mysql"):
         ensure_mysql_database(database_url)
     if "REDIS_URL" in os.environ:
@@ -347,15 +349,24 @@ def ensure_tools(install):
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install_cmd = [*sudo, "apt-get", "install", "-y", "-qq", *missing]
+
+    def run(command):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        return done.returncode, (done.stdout + done.stderr).strip()
+
     say(f"installing the load tools: {' '.join(install_cmd)}")
-    if subprocess.run(install_cmd, env=env, check=False).returncode != 0:
+    status, output = run(install_cmd)
+    if status != 0:
         update = [*sudo, "apt-get", "update", "-qq"]
-        say(f"  not found in the package lists; updating them: {' '.join(update)}")
-        subprocess.run(update, env=env, check=False)
-        subprocess.run(install_cmd, env=env, check=False)
+        say(f"  that failed; updating the package lists first: {' '.join(update)}")
+        run(update)
+        status, output = run(install_cmd)
     still = [tool for tool in TOOLS if not shutil.which(tool)]
     if still:
-        raise SystemExit(f"could not install {', '.join(still)}; install {' '.join(missing)}")
+        raise SystemExit(
+            f"could not install {', '.join(still)} (install {' '.join(missing)} yourself):\n"
+            f"{output[-2000:]}"
+        )
 
 
 def git_revision():
@@ -1364,7 +1375,7 @@ def main(argv=None):
                 secret = expired_secret(hot_realm, f"herd-{number}", appid)
                 entry["herd"] = herd(port, new_app(), secret, appid, upstream, args.herd)
             if number == 0 and names:
-                say(f"storm: {len(names)} secrets, {args.storm_seconds:.0f} s")
+                say(f"storm: {len(names)} secrets, at most {args.storm_seconds:.0f} s")
                 results["storm"] = {
                     "server": label,
                     **storm(
