@@ -40,6 +40,8 @@ up its rows and cache keys when it ends.
 """
 
 import argparse
+import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -332,6 +334,47 @@ def choose_backends(tmp):
             "reads its document from memory (no Redis GET)."
         )
     return database_url, redis_url, notes
+
+
+def lock_database(database_url):
+    """
+    One run at a time per database: a run deletes the rows a previous one left,
+    and its refresher refreshes every token in the database, so two runs on one
+    database would spoil each other (and two on one machine, each other's
+    numbers). MySQL: a named lock held by a connection of its own (across
+    hosts); otherwise a lock file for this database on this machine. Returns
+    what must stay referenced for the run's duration.
+    """
+    name = "tokenserver-bench-" + hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    busy = (
+        "another `make bench` is running on this database "
+        f"({database_url.split('@')[-1]}); wait for it, or give this one a database of its own "
+        "(DATABASE_URL)"
+    )
+    if database_url.startswith("mysql"):
+        import MySQLdb
+
+        parts = urlsplit(database_url)
+        connection = MySQLdb.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            connect_timeout=3,
+        )
+        cursor = connection.cursor()
+        cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
+        if cursor.fetchone()[0] != 1:
+            connection.close()
+            raise SystemExit(busy)
+        return connection
+    handle = open(Path(tempfile.gettempdir()) / f"{name}.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SystemExit(busy) from None
+    return handle
 
 
 TOOLS = {"wrk": "wrk", "ab": "apache2-utils"}
@@ -1202,6 +1245,7 @@ def main(argv=None):
     ensure_tools(args.install)
     tmp = tempfile.mkdtemp(prefix="tokenserver-bench-")
     database_url, redis_url, notes = choose_backends(tmp)
+    held = lock_database(database_url)  # noqa: F841 - held until the process ends
     for note in notes:
         say(note)
 
@@ -1413,4 +1457,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as interrupt:
+        say(f"\ninterrupted ({interrupt or 'Ctrl-C'}); every process it started is stopped")
+        sys.exit(130)
