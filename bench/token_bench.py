@@ -40,6 +40,8 @@ up its rows and cache keys when it ends.
 """
 
 import argparse
+import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -309,6 +311,8 @@ def choose_backends(tmp):
             "(root, no password): falling back to the embedded default, a temporary SQLite "
             "file. Production runs on MariaDB/MySQL; these numbers are not production's."
         )
+    if database_url.startswith("sqlite") and not notes[-1].startswith("NOTE"):
+        notes.append("NOTE database: SQLite; production runs on MariaDB/MySQL.")
     if database_url.startswith("mysql"):
         ensure_mysql_database(database_url)
     if "REDIS_URL" in os.environ:
@@ -332,6 +336,47 @@ def choose_backends(tmp):
     return database_url, redis_url, notes
 
 
+def lock_database(database_url):
+    """
+    One run at a time per database: a run deletes the rows a previous one left,
+    and its refresher refreshes every token in the database, so two runs on one
+    database would spoil each other (and two on one machine, each other's
+    numbers). MySQL: a named lock held by a connection of its own (across
+    hosts); otherwise a lock file for this database on this machine. Returns
+    what must stay referenced for the run's duration.
+    """
+    name = "tokenserver-bench-" + hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    busy = (
+        "another `make bench` is running on this database "
+        f"({database_url.split('@')[-1]}); wait for it, or give this one a database of its own "
+        "(DATABASE_URL)"
+    )
+    if database_url.startswith("mysql"):
+        import MySQLdb
+
+        parts = urlsplit(database_url)
+        connection = MySQLdb.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            connect_timeout=3,
+        )
+        cursor = connection.cursor()
+        cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
+        if cursor.fetchone()[0] != 1:
+            connection.close()
+            raise SystemExit(busy)
+        return connection
+    handle = open(Path(tempfile.gettempdir()) / f"{name}.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SystemExit(busy) from None
+    return handle
+
+
 TOOLS = {"wrk": "wrk", "ab": "apache2-utils"}
 
 
@@ -347,15 +392,24 @@ def ensure_tools(install):
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install_cmd = [*sudo, "apt-get", "install", "-y", "-qq", *missing]
+
+    def run(command):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        return done.returncode, (done.stdout + done.stderr).strip()
+
     say(f"installing the load tools: {' '.join(install_cmd)}")
-    if subprocess.run(install_cmd, env=env, check=False).returncode != 0:
+    status, output = run(install_cmd)
+    if status != 0:
         update = [*sudo, "apt-get", "update", "-qq"]
-        say(f"  not found in the package lists; updating them: {' '.join(update)}")
-        subprocess.run(update, env=env, check=False)
-        subprocess.run(install_cmd, env=env, check=False)
+        say(f"  that failed; updating the package lists first: {' '.join(update)}")
+        run(update)
+        status, output = run(install_cmd)
     still = [tool for tool in TOOLS if not shutil.which(tool)]
     if still:
-        raise SystemExit(f"could not install {', '.join(still)}; install {' '.join(missing)}")
+        raise SystemExit(
+            f"could not install {', '.join(still)} (install {' '.join(missing)} yourself):\n"
+            f"{output[-2000:]}"
+        )
 
 
 def git_revision():
@@ -1191,6 +1245,7 @@ def main(argv=None):
     ensure_tools(args.install)
     tmp = tempfile.mkdtemp(prefix="tokenserver-bench-")
     database_url, redis_url, notes = choose_backends(tmp)
+    held = lock_database(database_url)  # noqa: F841 - held until the process ends
     for note in notes:
         say(note)
 
@@ -1364,7 +1419,7 @@ def main(argv=None):
                 secret = expired_secret(hot_realm, f"herd-{number}", appid)
                 entry["herd"] = herd(port, new_app(), secret, appid, upstream, args.herd)
             if number == 0 and names:
-                say(f"storm: {len(names)} secrets, {args.storm_seconds:.0f} s")
+                say(f"storm: {len(names)} secrets, at most {args.storm_seconds:.0f} s")
                 results["storm"] = {
                     "server": label,
                     **storm(
@@ -1402,4 +1457,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as interrupt:
+        say(f"\ninterrupted ({interrupt or 'Ctrl-C'}); every process it started is stopped")
+        sys.exit(130)
