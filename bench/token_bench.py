@@ -252,36 +252,31 @@ def wait_until_serving(child, port, path, headers, timeout=60.0):
 # --- Environment: database, cache, tools --------------------------------------------
 
 
+def mysql_connect(url, timeout):
+    """A MySQLdb connection to the server of a DATABASE_URL (no database selected)."""
+    import MySQLdb
+
+    parts = urlsplit(url)
+    return MySQLdb.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        connect_timeout=timeout,
+    )
+
+
 def mariadb_answers(url):
     try:
-        import MySQLdb
-
-        parts = urlsplit(url)
-        connection = MySQLdb.connect(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-            connect_timeout=2,
-        )
-        connection.close()
+        mysql_connect(url, 2).close()
         return True
     except Exception:  # noqa: BLE001 - any failure means "not there"
         return False
 
 
 def ensure_mysql_database(url):
-    import MySQLdb
-
-    parts = urlsplit(url)
-    connection = MySQLdb.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=3,
-    )
-    name = parts.path.lstrip("/").replace("`", "")
+    connection = mysql_connect(url, 3)
+    name = urlsplit(url).path.lstrip("/").replace("`", "")
     connection.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
     connection.close()
 
@@ -352,16 +347,7 @@ def lock_database(database_url):
         "(DATABASE_URL)"
     )
     if database_url.startswith("mysql"):
-        import MySQLdb
-
-        parts = urlsplit(database_url)
-        connection = MySQLdb.connect(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-            connect_timeout=3,
-        )
+        connection = mysql_connect(database_url, 3)
         cursor = connection.cursor()
         cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
         if cursor.fetchone()[0] != 1:
