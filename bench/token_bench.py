@@ -402,6 +402,21 @@ def git_revision():
     git = shutil.which("git")
     if not git:
         return ""
+
+    def run(*args):
+        return subprocess.run(
+            [git, "-C", str(BASE_DIR), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+
+    try:
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return run("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
     try:
         out = subprocess.run(
             [git, "-C", str(BASE_DIR), "rev-parse", "--short", "HEAD"],

@@ -14,9 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.core.cache import cache
-from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
@@ -74,10 +72,10 @@ def cache_available() -> bool:
 
 
 def redis_connection():
-    """The raw Redis connection behind the cache, or None without Redis (or while it is down)."""
-    if not settings.REDIS_URL or not cache_available():
+    """The redis-py client behind the cache, or None without Redis (or while it is down)."""
+    if not cache_available():
         return None
-    return get_redis_connection("default")
+    return _redis_client()
 
 
 def flag_set(name: str, value, seconds: float) -> None:
@@ -176,12 +174,12 @@ def window_incr_and_get(
     is down (limits then fail open: apps keep getting tokens) and value is
     None when missing.
     """
+    if not health.available():
+        return None, None
     redis = _redis_client()
     if redis is None:
         value = cache.get(key) if key else None
         return local_windows.incr(name, window), value
-    if not health.available():
-        return None, None
     try:
         count, ttl, raw = _script(redis)(
             keys=[cache.make_key(f"window:{name}"), cache.make_key(key) if key else ""],
