@@ -113,14 +113,32 @@ def percentile(samples, fraction):
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
+    """A process's resident memory in MiB (`field` VmHWM: its peak so far)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def settled_rss_mib(pids, timeout=10.0):
+    """
+    The workers' RSS once the load has ended: the connections the load tools opened
+    take a moment to close and their buffers to be returned, so this waits until the
+    total stops falling (two readings 0.5 s apart within 0.2 MiB), at most `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    sizes = [rss_mib(pid) or 0 for pid in pids]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = [rss_mib(pid) or 0 for pid in pids]
+        if sum(sizes) - sum(now) < 0.2:
+            return now
+        sizes = now
+    return sizes
 
 
 def children(pid):
@@ -1080,7 +1098,12 @@ def report(results):
         sizes = server.get("rss_mib") or []
         say(
             f"memory ({server['label']}): {len(sizes)} worker(s), RSS "
-            f"{', '.join(fmt(size, 1) for size in sizes)} MiB"
+            f"{', '.join(fmt(size, 1) for size in sizes)} MiB after the load"
+            + (
+                f", peak {', '.join(fmt(size, 1) for size in server['peak_rss_mib'])} MiB"
+                if server.get("peak_rss_mib")
+                else ""
+            )
             + (
                 f" (master {fmt(server['master_rss_mib'], 1)} MiB)"
                 if server.get("master_rss_mib")
@@ -1395,7 +1418,7 @@ def main(argv=None):
         results["floor"] = {
             "label": f"floor (gunicorn {FLOOR_WORKERS} sync)",
             "hot_path": hot_path(port, f"Authorization: {new_app()}", args),
-            "rss_mib": [rss_mib(pid) for pid in worker_pids(floor.pid)],
+            "rss_mib": settled_rss_mib(worker_pids(floor.pid)),
         }
         processes.stop(floor)
 
@@ -1436,7 +1459,8 @@ def main(argv=None):
                 }
             pids = worker_pids(server.pid)
             entry["workers"] = len(pids)
-            entry["rss_mib"] = [rss_mib(pid) for pid in pids]
+            entry["rss_mib"] = settled_rss_mib(pids)
+            entry["peak_rss_mib"] = [rss_mib(pid, "VmHWM") for pid in pids]
             entry["master_rss_mib"] = rss_mib(server.pid) if pids != [server.pid] else None
             results["servers"].append(entry)
             processes.stop(server)
