@@ -1,3 +1,6 @@
+import unicodedata
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -19,6 +22,29 @@ validate_key_name = RegexValidator(
 )
 
 
+def validate_secret_text(value: str) -> None:
+    """
+    A secret value goes into URLs, headers and bodies as it is: a control character
+    (often a newline pasted with it) or a lone surrogate could never be sent, so it is
+    refused here rather than at every fetch (issue 11). Nothing is stripped silently.
+    """
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) == "Cc":
+            what = "a line break" if char in "\r\n" else "a control character"
+            where = "at the end" if position == len(value) else f"at position {position}"
+            raise ValidationError(
+                "This value holds %(what)s (U+%(code)04X) %(where)s; remove it.",
+                code="control_character",
+                params={"what": what, "code": ord(char), "where": where},
+            )
+        if unicodedata.category(char) == "Cs":
+            raise ValidationError(
+                "This value is not valid Unicode (a lone surrogate at position %(position)s).",
+                code="surrogate",
+                params={"position": position},
+            )
+
+
 class Secret(models.Model):
     """
     One app's credentials at one realm. Apps ask for its token by (`realm`,
@@ -37,12 +63,17 @@ class Secret(models.Model):
         db_column="key",
         help_text="What apps ask for: /api/token?realm=…&key=<name>.",
     )
-    key_1 = EncryptedTextField(blank=True, default="")
-    key_2 = EncryptedTextField(blank=True, default="")
-    key_3 = EncryptedTextField(blank=True, default="")
-    key_4 = EncryptedTextField(blank=True, default="")
-    key_5 = EncryptedTextField(blank=True, default="")
-    token = EncryptedTextField(blank=True, default="", help_text="Kind fixed: the token.")
+    key_1 = EncryptedTextField(blank=True, default="", validators=[validate_secret_text])
+    key_2 = EncryptedTextField(blank=True, default="", validators=[validate_secret_text])
+    key_3 = EncryptedTextField(blank=True, default="", validators=[validate_secret_text])
+    key_4 = EncryptedTextField(blank=True, default="", validators=[validate_secret_text])
+    key_5 = EncryptedTextField(blank=True, default="", validators=[validate_secret_text])
+    token = EncryptedTextField(
+        blank=True,
+        default="",
+        validators=[validate_secret_text],
+        help_text="Kind fixed: the token.",
+    )
     token_expires_at = models.DateTimeField(
         null=True, blank=True, help_text="Kind fixed: when the token expires (blank: never)."
     )
@@ -104,6 +135,11 @@ class Secret(models.Model):
             and self.credentials_changed()
         ):
             raise ValidationError({"token_expires_at": "This time is in the past."})
+        limit = settings.TOKENSERVER_MAX_TOKEN_BYTES
+        if len(self.token.encode("utf-8", "surrogatepass")) > limit:
+            raise ValidationError(
+                {"token": f"This token is longer than TOKENSERVER_MAX_TOKEN_BYTES ({limit})."}
+            )
 
     def fixed_token_is_valid(self, now=None) -> bool:
         now = now or timezone.now()

@@ -31,6 +31,7 @@ from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
     SecretDisabled,
+    UnsendableRequest,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -335,6 +336,8 @@ def _raise_for(failure: upstream.UpstreamFailure):
         "error_code": failure.error_code,
         "error_message": failure.error_message,
     }
+    if failure.secret_fault:
+        raise UnsendableRequest(failure.detail, **context) from None
     if failure.outcome in UNAVAILABLE_OUTCOMES:
         raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
     raise UpstreamError(failure.detail, **context) from None

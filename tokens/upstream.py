@@ -8,17 +8,21 @@ it names the upstream's status and error code/message, never a secret value,
 and never the request URL with its query (WeChat sends credentials there).
 """
 
+import base64
 import json
 import socket
+import string
 import threading
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -67,8 +71,12 @@ class UpstreamFailure(Exception):
         error_message: str = "",
         duration_ms: int = 0,
         retry_after: float | None = None,
+        secret_fault: bool = False,
     ):
         super().__init__(detail)
+        #: Caused by the secret's own values (nothing was sent): that secret's error
+        #: only, never retried, never counted toward the realm's breaker.
+        self.secret_fault = secret_fault
         self.retry_after = retry_after  # the upstream's Retry-After header, in seconds
         self.outcome = outcome
         self.detail = detail
@@ -186,10 +194,15 @@ def _session() -> requests.Session:
 
 
 def build_request(realm: Realm, secret: Secret) -> TokenRequest:
-    """Render the realm's arguments with the secret's values."""
+    """
+    Render the realm's arguments with the secret's values. Raises UpstreamFailure
+    (`rejected`, a secret fault) when a value cannot be sent where the realm puts it.
+    """
     values = secret.values()
     if realm.kind == Realm.Kind.CODE:
         # The operator's function gets the secret's values as JSON.
+        for name, value in values.items():
+            _check_sendable(value, name, "the request body", _utf8_fault)
         body = {"realm": realm.id, "key": secret.name, **values}
         return TokenRequest("POST", realm.code_url, {}, {}, body, "json", None, realm.timeout)
 
@@ -197,6 +210,7 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
     for argument in realm.arguments.all():
         if argument.is_optional_for(values):
             continue
+        _check_argument(argument, values)
         rendered = render_template(argument.value, values)
         if argument.place == Argument.Place.URL:
             params[argument.name] = rendered
@@ -212,18 +226,104 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
     )
 
 
+# --- Values that cannot be sent ------------------------------------------------------
+#
+# The HTTP library refuses some values (a line break in a header: InvalidHeader) or
+# cannot encode them (a character outside Latin-1 in a header or Basic credentials, a
+# lone surrogate anywhere). That is the secret's own problem: caught here, before
+# anything is sent, and reported naming the value at fault.
+
+
+def _utf8_fault(value: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _header_fault(value: str) -> str | None:
+    fault = _utf8_fault(value)
+    if fault:
+        return fault
+    if "\n" in value or "\r" in value:
+        return "it holds a line break"
+    if any(unicodedata.category(char) == "Cc" and char != "\t" for char in value):
+        return "it holds a control character"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "it holds a character HTTP headers cannot carry (outside Latin-1)"
+    return None
+
+
+def _basic_fault(value: str) -> str | None:
+    fault = _utf8_fault(value)
+    if fault:
+        return fault
+    try:
+        value.encode("latin-1")  # requests encodes Basic credentials as Latin-1
+    except UnicodeEncodeError:
+        return "it holds a character Basic credentials cannot carry (outside Latin-1)"
+    return None
+
+
+_FAULTS = {
+    Argument.Place.URL: ("the URL", _utf8_fault),
+    Argument.Place.BODY: ("the request body", _utf8_fault),
+    Argument.Place.HEADER: ("a header", _header_fault),
+    Argument.Place.BASIC: ("Basic credentials", _basic_fault),
+}
+
+
+def _check_argument(argument: Argument, values: dict) -> None:
+    where, fault_of = _FAULTS[argument.place]
+    for name in string.Template(argument.value).get_identifiers():
+        _check_sendable(values.get(name) or "", name, where, fault_of)
+    # The literal parts too (the realm's own text), e.g. a header "Bearer ${key_1}".
+    rendered = render_template(argument.value, values)
+    if argument.place == Argument.Place.HEADER and rendered != rendered.lstrip():
+        _refuse(f"the header {argument.name} cannot be sent: it starts with a space")
+    fault = fault_of(rendered)
+    if fault:
+        _refuse(f"argument {argument.name} cannot be sent in {where}: {fault}")
+
+
+def _check_sendable(value: str, name: str, where: str, fault_of) -> None:
+    fault = fault_of(value)
+    if fault:
+        _refuse(f"the value of {name} cannot be sent in {where}: {fault}")
+
+
+def _refuse(detail: str):
+    # The detail names the value (key_1), never shows it: it goes to the fetch log too.
+    raise UpstreamFailure(
+        FetchLog.Outcome.REJECTED, detail, error_message=detail, secret_fault=True
+    )
+
+
+class _PathFailed(ValueError):
+    """A JSONPath could not be applied to the answer (e.g. sorting met a string)."""
+
+
 def _find(path: str, document):
     """Values a JSONPath finds in a document (empty list when none)."""
     if not path:
         return []
-    return [match.value for match in compile_jsonpath(path).find(document)]
+    try:
+        return [match.value for match in compile_jsonpath(path).find(document)]
+    except Exception as exc:  # noqa: BLE001 - jsonpath-ng raises anything on odd input
+        raise _PathFailed(f"{path} could not be applied to the answer") from exc
 
 
 def _first(paths, document):
     if not isinstance(document, (dict, list)):
         return None
     for path in paths:
-        found = _find(path, document)
+        try:
+            found = _find(path, document)
+        except _PathFailed:
+            continue
         if found and found[0] not in (None, ""):
             return found[0]
     return None
@@ -238,20 +338,73 @@ def _same(found, expected) -> bool:
     )
 
 
-def _scrub(text: str, secret: Secret) -> str:
-    """Cut secret values out of upstream text (some upstreams echo what they got)."""
+def _printable(text: str) -> str:
+    """
+    Upstream text made safe to log, store and show: a lone surrogate (JSON can spell
+    one, `\\ud800`, but no database or UTF-8 encoder takes it) becomes U+FFFD, and
+    control characters a space.
+    """
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
+
+
+def token_fault(token: str) -> str | None:
+    """Why `token` is not something tokenserver can store and hand out (None: it is)."""
+    try:
+        size = len(token.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the token is not valid text (a lone surrogate)"
+    if any(unicodedata.category(char) == "Cc" for char in token):
+        return "the token is not valid text (a control character)"
+    if size > settings.TOKENSERVER_MAX_TOKEN_BYTES:
+        return (
+            f"the token is {size} bytes, more than TOKENSERVER_MAX_TOKEN_BYTES "
+            f"({settings.TOKENSERVER_MAX_TOKEN_BYTES})"
+        )
+    return None
+
+
+def _sent_forms(secret: Secret, request: "TokenRequest | None") -> list[str]:
+    """
+    Every form in which the request carried a secret value, longest first: as is,
+    percent-encoded (`quote`, `quote_plus`), JSON-escaped, and the Basic credentials'
+    base64. Some upstreams echo what they got, in any of these.
+    """
+    forms = set()
     for value in secret.values().values():
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text[:300]
+        if not value or len(value) < 4:
+            continue
+        forms.update(
+            {
+                value,
+                quote(value, safe=""),
+                quote(value),
+                quote_plus(value),
+                json.dumps(value)[1:-1],
+                json.dumps(value, ensure_ascii=False)[1:-1],
+            }
+        )
+    if request is not None and request.auth is not None:
+        user, password = request.auth
+        raw = f"{user}:{password}".encode("utf-8", "surrogatepass")
+        forms.add(base64.b64encode(raw).decode())
+    return sorted(forms, key=len, reverse=True)
+
+
+def _scrub(text: str, forms: list[str]) -> str:
+    """Cut secret values (`_sent_forms`) out of upstream text."""
+    for form in forms:
+        text = text.replace(form, "***")
+    return _printable(text)[:300]
 
 
 class _Reader:
     """Reads one realm's answer: success conditions, token, lifetime, errors."""
 
-    def __init__(self, realm: Realm, secret: Secret):
+    def __init__(self, realm: Realm, secret: Secret, request: "TokenRequest | None" = None):
         self.realm = realm
         self.secret = secret
+        self.sent_forms = _sent_forms(secret, request)
         if realm.kind == Realm.Kind.CODE:
             # The operator's function answers {"token", "expires_in"} (seconds).
             self.token_path, self.expires_in_path, self.unit = "token", "expires_in", "s"
@@ -275,8 +428,8 @@ class _Reader:
         )
         code = _first(code_paths, document)
         message = _first(message_paths, document)
-        code_text = "" if code is None else _scrub(str(code), self.secret)[:100]
-        message_text = "" if message is None else _scrub(str(message), self.secret)
+        code_text = "" if code is None else _scrub(str(code), self.sent_forms)[:100]
+        message_text = "" if message is None else _scrub(str(message), self.sent_forms)
         return code_text, message_text
 
     def check_conditions(self, document, status, duration_ms) -> None:
@@ -298,6 +451,9 @@ class _Reader:
         if isinstance(token, (int, float)) and not isinstance(token, bool):
             token = str(token)
         if isinstance(token, str) and token:
+            fault = token_fault(token)
+            if fault:
+                raise self.failure(Outcome.INVALID_RESPONSE, fault, status, document, duration_ms)
             return token
         code, message = self.error_fields(document)
         if code or message:
@@ -347,7 +503,8 @@ class _Reader:
         if message:
             detail += f": {message}"
         if reason:
-            detail += f" ({reason})"
+            # Reasons may quote the answer (an expires_in it could not read).
+            detail += f" ({_scrub(reason, self.sent_forms)})"
         return UpstreamFailure(
             outcome,
             detail,
@@ -442,7 +599,7 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
     outcome of upstream_error, invalid_response, timeout or unreachable.
     """
     request = build_request(realm, secret)
-    reader = _Reader(realm, secret)
+    reader = _Reader(realm, secret, request)
     host = urlsplit(request.url).hostname or "upstream"
     sent_at = time.time()
     started = time.monotonic()
@@ -473,6 +630,15 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
             Outcome.TIMEOUT,
             f"upstream {host} did not answer within {request.timeout:g} s",
             duration_ms=elapsed_ms(),
+        ) from None
+    except (requests.exceptions.InvalidHeader, UnicodeError) as exc:
+        # build_request checks every value first; this is the library's own word.
+        raise UpstreamFailure(
+            Outcome.REJECTED,
+            f"the request to {host} cannot be sent ({type(exc).__name__})",
+            error_message=f"the request cannot be sent ({type(exc).__name__})",
+            duration_ms=elapsed_ms(),
+            secret_fault=True,
         ) from None
     except requests.RequestException as exc:
         refusal = netguard.find_refusal(exc)
@@ -515,7 +681,12 @@ def fetch(realm: Realm, secret: Secret) -> Fetched:
             Outcome.INVALID_RESPONSE, "body is not JSON", status, None, duration_ms
         )
 
-    reader.check_conditions(document, status, duration_ms)
-    token = reader.token(document, status, duration_ms)
-    lifetime = reader.lifetime(document, status, duration_ms, sent_at)
+    try:
+        reader.check_conditions(document, status, duration_ms)
+        token = reader.token(document, status, duration_ms)
+        lifetime = reader.lifetime(document, status, duration_ms, sent_at)
+    except _PathFailed as exc:
+        raise reader.failure(
+            Outcome.INVALID_RESPONSE, str(exc), status, document, duration_ms
+        ) from None
     return Fetched(token=token, lifetime=lifetime, http_status=status, duration_ms=duration_ms)

@@ -60,6 +60,15 @@ class UpstreamError(ServiceError):
     code = "upstream_error"
 
 
+class UnsendableRequest(UpstreamError):
+    """
+    A secret's own values cannot be sent (a line break in a header, say): nothing
+    was sent, and only that secret is affected (502, `invalid_request`).
+    """
+
+    code = "invalid_request"
+
+
 class UpstreamUnavailable(ServiceError):
     """The upstream could not be reached in time (503, try again later)."""
 

@@ -186,6 +186,12 @@ TOKENSERVER_AUTH_FAILURES_PER_MINUTE = env.int("TOKENSERVER_AUTH_FAILURES_PER_MI
 TOKENSERVER_TOKEN_RATE = env.str("TOKENSERVER_TOKEN_RATE", default="60000/min")
 parse_rate(TOKENSERVER_TOKEN_RATE)
 
+# Largest token accepted from an upstream, in bytes (UTF-8): a bigger one is an invalid
+# answer, refused before anything is stored (Feishu's tokens are about 4 KB).
+TOKENSERVER_MAX_TOKEN_BYTES = env.int("TOKENSERVER_MAX_TOKEN_BYTES", default=65536)
+if TOKENSERVER_MAX_TOKEN_BYTES < 1:
+    raise ImproperlyConfigured("TOKENSERVER_MAX_TOKEN_BYTES must be a positive number of bytes")
+
 # --- Upstream destinations ----------------------------------------------------
 # Loopback and private networks are refused as token endpoints unless listed
 # here (CIDRs); link-local and cloud metadata addresses are always refused.

@@ -1,0 +1,81 @@
+"""
+Issue 11: a secret value that could never be sent (a control character, often a
+newline pasted with it; a lone surrogate) is refused when it is saved, with a field
+error, through the API and the console alike. Nothing is stripped silently.
+"""
+
+import pytest
+
+from secret_store.models import Secret
+from tests.factories import RealmFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def realm():
+    return RealmFactory(id="wxgzh")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc\n", "line break (U+000A) at the end"),
+        ("ab\x00cd", "Null characters are not allowed"),  # DRF's own check comes first
+        ("tab\there", "control character (U+0009)"),
+    ],
+)
+def test_the_api_refuses_a_value_with_a_control_character(api, realm, value, message):
+    response = api.post(
+        "/api/secret", {"realm": "wxgzh", "key": "app", "key_1": value}, format="json"
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    assert message in " ".join(body["fields"]["key_1"])
+    assert value not in response.content.decode()
+    assert not Secret.objects.exists()
+
+
+def test_the_api_refuses_a_fixed_token_over_the_maximum_size(api, realm, settings):
+    settings.TOKENSERVER_MAX_TOKEN_BYTES = 100
+
+    response = api.post(
+        "/api/secret", {"realm": "wxgzh", "key": "app", "token": "t" * 101}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "TOKENSERVER_MAX_TOKEN_BYTES" in " ".join(response.json()["fields"]["token"])
+
+
+def console_form(key_1):
+    return {
+        "realm": "wxgzh",
+        "name": "app",
+        "key_1": key_1,
+        "key_2": "",
+        "key_3": "",
+        "key_4": "",
+        "key_5": "",
+        "token": "",
+        "token_expires_at_0": "",
+        "token_expires_at_1": "",
+        "enabled": "on",
+        "comment": "",
+    }
+
+
+def test_the_console_trims_a_pasted_value_and_stores_it_exactly(console, realm):
+    # The console's form trims what surrounds a pasted value (Django's CharField).
+    response = console.post("/admin/secrets/secret/add/", console_form("wx1234567890abcdef\r\n"))
+
+    assert response.status_code == 302
+    assert Secret.objects.get(name="app").key_1 == "wx1234567890abcdef"
+
+
+def test_the_console_refuses_a_control_character_inside_a_value(console, realm):
+    page = console.post("/admin/secrets/secret/add/", console_form("wx1234\x07567890"))
+
+    assert page.status_code == 200  # the form again, with the error
+    assert "holds a control character (U+0007) at position 7" in page.content.decode()
+    assert not Secret.objects.exists()
