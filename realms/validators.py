@@ -9,8 +9,10 @@ from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import arithmetic, iterable
 from jsonpath_ng.ext import parse as jsonpath_parse
+from jsonpath_ng.ext import string as jsonpath_string
+from jsonpath_ng.jsonpath import JSONPath
 
 #: Names an argument template may reference: the secret's five values.
 TEMPLATE_NAMES = frozenset(f"key_{n}" for n in range(1, 6))
@@ -20,14 +22,56 @@ validate_http_url = URLValidator(
 )
 
 
+#: jsonpath-ng's extensions that compute a value instead of reading one. Tokens and
+#: lifetimes are read from the answer, never computed: `$.access_token * 400000` made
+#: an 18 MB token once (issue 11), and sorting fails on mixed types at fetch time.
+COMPUTING = {
+    arithmetic.Operation: "arithmetic",
+    jsonpath_string.Split: "`split()`",
+    jsonpath_string.Sub: "`sub()`",
+    jsonpath_string.Str: "`str()`",
+    iterable.SortedThis: "sorting",
+    iterable.Len: "`len`",
+    iterable.Keys: "`keys`",
+    iterable.Path: "`path`",
+}
+
+
+class ComputingPath(ValueError):
+    """A JSONPath that computes (see COMPUTING)."""
+
+
+def _computing_parts(node, seen=None):
+    """The COMPUTING features anywhere in a parsed JSONPath (its whole tree)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return []
+    seen.add(id(node))
+    found = [COMPUTING[type(node)]] if type(node) in COMPUTING else []
+    children = vars(node).values() if isinstance(node, JSONPath) else node
+    for child in children:
+        if isinstance(child, (JSONPath, list, tuple)):
+            found += _computing_parts(child, seen)
+    return found
+
+
 @lru_cache(maxsize=512)
 def compile_jsonpath(path: str):
     """
-    Compile a JSONPath (jsonpath-ng, extended syntax); a bare name such as
-    `access_token` is a valid path. Cached: realms are read far more often
-    than they change.
+    Compile a JSONPath (jsonpath-ng, extended syntax: filters such as
+    `$.data[?(@.type == 'app')].token` read, and are allowed); a bare name such as
+    `access_token` is a valid path. Raises ComputingPath for a path that computes,
+    so neither a save nor a fetch ever runs one. Cached: realms are read far more
+    often than they change.
     """
-    return jsonpath_parse(path)
+    parsed = jsonpath_parse(path)
+    computing = _computing_parts(parsed)
+    if computing:
+        raise ComputingPath(
+            f"it computes a value ({', '.join(sorted(set(computing)))}); "
+            "a path reads the answer, it does not compute"
+        )
+    return parsed
 
 
 def validate_jsonpath(path: str) -> None:
@@ -35,11 +79,12 @@ def validate_jsonpath(path: str) -> None:
         return
     try:
         compile_jsonpath(path)
-    except (JSONPathError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - jsonpath-ng's parser raises many kinds
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise ValidationError(
             "%(path)r is not a valid JSONPath: %(reason)s",
             code="invalid_jsonpath",
-            params={"path": path, "reason": str(exc).splitlines()[0][:200]},
+            params={"path": path, "reason": reason},
         ) from None
 
 
