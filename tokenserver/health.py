@@ -1,7 +1,9 @@
 """
 Probes for orchestrators, without authentication (they reveal no data):
 `/healthz` says the process answers; `/readyz` checks the database and the
-cache and reports database writes waiting for the database to come back.
+cache, reports database writes waiting for the database to come back and those
+dropped because they could never succeed, and fails when the waiting writes
+are not draining.
 """
 
 from django.core.cache import cache
@@ -10,6 +12,9 @@ from django.http import JsonResponse
 
 from tokenserver.cache import CACHE_ERRORS, health
 from tokenserver.outbox import outbox
+
+#: Pending writes this old while /readyz runs mean the queue is not draining.
+WRITES_STUCK_AFTER = 30.0
 
 
 def healthz(request):
@@ -42,8 +47,13 @@ def readyz(request):
     checks = {
         "database": "ok" if _database_ok() else "unavailable",
         "cache": "ok" if _cache_ok() else "unavailable",
+        "writes": "not draining" if outbox.oldest_age() > WRITES_STUCK_AFTER else "ok",
     }
-    pending = len(outbox)
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "degraded", "checks": checks, "pending_writes": pending}
+    body = {
+        "status": "ready" if ready else "degraded",
+        "checks": checks,
+        "pending_writes": len(outbox),
+        "dropped_writes": outbox.dropped,
+    }
     return JsonResponse(body, status=200 if ready else 503)
