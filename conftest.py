@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 from tests.factories import STAFF_PASSWORD, ArgumentFactory, RealmFactory, SecretFactory
 from tests.helpers import ChildProcess, child_env, free_port
 from tokens.testing import FakeUpstream, gunicorn_command
+from tokenserver.cache import local_windows
 
 # --- The fake upstream -------------------------------------------------------
 
@@ -90,6 +91,12 @@ def staff_user(db):
 
 
 @pytest.fixture
+def other_staff_user(db):
+    """A second operator (same password as `staff_user`), e.g. behind the same address."""
+    return get_user_model().objects.create_user("auditor", password=STAFF_PASSWORD, is_staff=True)
+
+
+@pytest.fixture
 def api(staff_user):
     """An API client signed in as a staff user (session, as the console does)."""
     client = APIClient()
@@ -116,7 +123,7 @@ def anonymous_api():
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with an empty token cache (only our key prefix, on Redis)."""
+    """Each test starts with an empty cache (only our key prefix, on Redis)."""
     _clear_cache()
     yield
     _clear_cache()
@@ -127,6 +134,7 @@ def _clear_cache():
         cache.delete_pattern("*")
     else:
         cache.clear()
+    local_windows.clear()  # window counters without Redis (rate limits, failed sign-ins)
 
 
 @pytest.fixture(autouse=True)

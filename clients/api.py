@@ -4,7 +4,6 @@ import base64
 import binascii
 from urllib.parse import unquote_plus
 
-from django.conf import settings
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from rest_framework import permissions
@@ -15,7 +14,11 @@ from clients.services import InvalidClient, client_token_exchange
 from tokenserver.errors import ServiceError
 
 
-def _basic_credentials(request) -> tuple[str, str] | None:
+def _basic_credentials(request) -> tuple[str | None, str | None] | None:
+    """
+    (client id, secret) from HTTP Basic; None without it, and (None, None)
+    for credentials that cannot be read (a failed sign-in all the same).
+    """
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -23,7 +26,7 @@ def _basic_credentials(request) -> tuple[str, str] | None:
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
     except (binascii.Error, ValueError):  # ValueError: not ASCII; UnicodeDecodeError is one
-        raise InvalidClient("Malformed HTTP Basic credentials.") from None
+        return None, None
     client_id, _, secret = decoded.partition(":")
     # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
     return unquote_plus(client_id), unquote_plus(secret)
@@ -58,7 +61,6 @@ class AuthTokenView(APIView):
                 client_secret,
                 scope=str(scope) if scope else None,
                 address=request.META.get("REMOTE_ADDR", ""),
-                limit=settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE,
             )
         except ServiceError as error:
             response = _error(error.status_code, error.code, error.detail)

@@ -1,6 +1,15 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class ClientsConfig(AppConfig):
     name = "clients"
     verbose_name = "Clients (apps allowed to call the API)"
+    default = True
+
+
+class ConsoleAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with the console's site (sign-ins limited) as `admin.site`."""
+
+    default = False
+    default_site = "clients.console.ConsoleSite"

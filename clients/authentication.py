@@ -1,13 +1,26 @@
 """DRF authentication and permissions for clients (bearer access tokens) and staff."""
 
+import base64
+import binascii
 from dataclasses import dataclass
 
-from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
 from clients.access_tokens import Claims, InvalidAccessToken, access_token_verify
-from clients.failures import auth_failure_record, auth_failures_exceeded
+from clients.failures import SignInLocked, staff_sign_in
 from clients.scopes import pattern_allows
+
+
+def _authorization_header(request) -> bytes:
+    """
+    DRF's get_authorization_header, with text that is not latin-1 a 401: real
+    servers hand headers over as latin-1, only Django's test client can pass
+    other text (which DRF's encode() turned into a 500).
+    """
+    try:
+        return authentication.get_authorization_header(request)
+    except UnicodeEncodeError:
+        raise exceptions.AuthenticationFailed("Malformed authorization header.") from None
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
+        header = _authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
         if len(header) != 2:
@@ -57,22 +70,45 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
 class ThrottledBasicAuthentication(authentication.BasicAuthentication):
     """
-    Staff HTTP Basic, with failures counted per address like the client
-    credentials exchange: past TOKENSERVER_AUTH_FAILURES_PER_MINUTE, 429.
+    Staff HTTP Basic through clients.failures.staff_sign_in, as the console
+    signs in: failures are counted per address and username, and per
+    address; while locked out, 429. A header that cannot be read is a failed
+    sign-in too (of no username).
     """
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
+        header = _authorization_header(request).split()
         if not header or header[0].lower() != b"basic":
             return None
-        address = request.META.get("REMOTE_ADDR", "")
-        if auth_failures_exceeded(address, settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE):
-            raise exceptions.Throttled(wait=60, detail="Too many failed attempts.")
+        username, password = _basic_pair(header)
         try:
-            return super().authenticate(request)
-        except exceptions.AuthenticationFailed:
-            auth_failure_record(address)
-            raise
+            user = staff_sign_in(request, username, password)
+        except SignInLocked as locked:
+            # `wait` set apart: given to the constructor, DRF adds a second sentence.
+            throttled = exceptions.Throttled(detail=locked.lockout.message())
+            throttled.wait = locked.lockout.retry_after  # → Retry-After
+            raise throttled from None
+        if user is None:
+            if username is None:
+                raise exceptions.AuthenticationFailed("Malformed HTTP Basic credentials.")
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
+        return user, None
+
+
+def _basic_pair(header: list[bytes]) -> tuple[str | None, str | None]:
+    """(username, password) of `Basic <base64>`, read as DRF does; (None, None) if unreadable."""
+    if len(header) != 2:
+        return None, None
+    try:
+        raw = base64.b64decode(header[1], validate=True)
+    except (binascii.Error, ValueError):
+        return None, None
+    try:
+        decoded = raw.decode()
+    except UnicodeDecodeError:
+        decoded = raw.decode("latin-1")
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else (None, None)
 
 
 class StaffOrScope(permissions.BasePermission):

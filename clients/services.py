@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from clients.access_tokens import access_token_issue, client_revoke_tokens
-from clients.failures import auth_failure_record, auth_failures_exceeded
+from clients.failures import auth_failure_record, auth_lockout
 from clients.models import Client
 from clients.scopes import validate_pattern, validate_scopes
 from tokenserver.errors import NotFound, ServiceError
@@ -80,24 +80,36 @@ def client_get(client_id: str) -> Client:
 
 
 def client_token_exchange(
-    client_id: str, client_secret: str, *, scope: str | None, address: str, limit: int
+    client_id: str | None, client_secret: str | None, *, scope: str | None, address: str
 ):
     """
     The client credentials grant: an access token for a client that proves
     its secret, with the scopes it asks for (a subset of its own; all of
     them when it asks for none). Wrong credentials raise InvalidClient, the
-    same whether the client exists or not; more than `limit` failures a
-    minute from one address raise TooManyFailures.
+    same whether the client exists or not, and so do unreadable ones (None:
+    the caller could not read them; text that is no UTF-8). Each counts as a
+    failed sign-in of the client id from `address`; past the limits
+    (clients.failures) TooManyFailures is raised without looking at the secret.
     """
-    if auth_failures_exceeded(address, limit):
-        raise TooManyFailures("Too many failed attempts; try again in a minute.", retry_after=60)
-    client = Client.objects.filter(client_id=client_id).first() if client_id else None
+    lockout = auth_lockout(address, client_id or "")
+    if lockout is not None:
+        raise TooManyFailures(
+            lockout.message(account="client", attempts="attempts"),
+            retry_after=lockout.retry_after,
+        )
+    if client_id is None or client_secret is None:
+        auth_failure_record(address, client_id or "")
+        raise InvalidClient("Malformed client credentials.")
+    readable = client_id and _is_text(client_id)  # else no client has it: no query
+    client = Client.objects.filter(client_id=client_id).first() if readable else None
     digest = client.secret_digest if client is not None else _DUMMY_DIGEST
-    matches = hmac.compare_digest(digest, Client.digest(client_secret or ""))
+    matches = _is_text(client_secret) and hmac.compare_digest(digest, Client.digest(client_secret))
     if client is None or not matches or not client.enabled:
-        auth_failure_record(address)
+        auth_failure_record(address, client_id or "")
         raise InvalidClient("Client authentication failed.")
     granted = list(client.scopes)
+    if scope and not _is_text(scope):
+        raise InvalidScope("scope must be text.")
     if scope:
         asked = scope.split()
         extra = sorted(set(asked) - set(granted))
@@ -105,6 +117,20 @@ def client_token_exchange(
             raise InvalidScope(f"This client may not have scope(s): {', '.join(extra)}.")
         granted = [s for s in granted if s in asked]
     return access_token_issue(client.client_id, granted, allow=client.allow)
+
+
+def _is_text(value: str | None) -> bool:
+    """
+    Whether `value` is text the database and the digest can take: JSON lets a
+    lone surrogate through ("\\ud800"), which no UTF-8 encoder accepts.
+    """
+    if value is None:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def client_revoke(client_id: str, *, disable: bool = False) -> Client:

@@ -1,7 +1,8 @@
 """
 The guarded cache: Django's cache (Redis in production, local memory
 embedded) behind a breaker, for every layer that keeps shared state there
-(token entries, revocations, rate limits, circuit breakers, backoffs).
+(token entries, revocations, rate limits, failed sign-ins, circuit breakers,
+backoffs).
 
 The cache is allowed to fail. When Redis is down or unreachable every call
 here answers "nothing cached" (reads) or does nothing (writes), a warning is
@@ -149,6 +150,14 @@ class _LocalWindows:
             current[1] += 1
             return WindowCount(current[1], current[0] - now)
 
+    def read(self, name: str) -> WindowCount | None:
+        now = time.monotonic()
+        with self._lock:
+            current = self._windows.get(name)
+            if current is None or current[0] <= now:
+                return None
+            return WindowCount(current[1], current[0] - now)
+
     def clear(self) -> None:
         with self._lock:
             self._windows.clear()
@@ -191,6 +200,34 @@ def window_incr_and_get(
     except CACHE_ERRORS as error:
         health.failed(error)
         return None, None
+
+
+def window_read(*names: str) -> list[WindowCount | None]:
+    """
+    The window counters `names` as they stand, without counting a call (one
+    round trip): None for a counter whose window has ended or never started,
+    and for every counter while the cache is down.
+    """
+    if not health.available():
+        return [None] * len(names)
+    redis = _redis_client()
+    if redis is None:
+        return [local_windows.read(name) for name in names]
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        key = cache.make_key(f"window:{name}")
+        pipe.get(key)
+        pipe.pttl(key)
+    try:
+        answers = pipe.execute()
+    except CACHE_ERRORS as error:
+        health.failed(error)
+        return [None] * len(names)
+    counts = []
+    for count, ttl in zip(answers[::2], answers[1::2], strict=True):
+        alive = count is not None and ttl is not None and ttl > 0
+        counts.append(WindowCount(int(count), ttl / 1000) if alive else None)
+    return counts
 
 
 _registered = []

@@ -60,7 +60,8 @@ for _position, _key in enumerate(TOKENSERVER_ENCRYPTION_KEYS, start=1):
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, its site signing in through clients.failures.
+    "clients.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -179,7 +180,22 @@ TOKENSERVER_LOCK_BACKEND = env.str(
 # --- Clients and access tokens ------------------------------------------------
 TOKENSERVER_ACCESS_TOKEN_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_TTL", default=7200)
 TOKENSERVER_ACCESS_TOKEN_MAX_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_MAX_TTL", default=86400)
-TOKENSERVER_AUTH_FAILURES_PER_MINUTE = env.int("TOKENSERVER_AUTH_FAILURES_PER_MINUTE", default=10)
+# Failed sign-ins (console, staff HTTP Basic, client credentials exchange),
+# as rates like TOKENSERVER_TOKEN_RATE: past the first, one username (client
+# id) is refused from one address until the window ends; past the second,
+# looser one, the whole address is (clients/failures.py).
+TOKENSERVER_AUTH_FAILURE_RATE = env.str("TOKENSERVER_AUTH_FAILURE_RATE", default="10/min")
+TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE = env.str(
+    "TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE", default="50/min"
+)
+parse_rate(TOKENSERVER_AUTH_FAILURE_RATE, setting="TOKENSERVER_AUTH_FAILURE_RATE")
+parse_rate(TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE, setting="TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE")
+if env.str("TOKENSERVER_AUTH_FAILURES_PER_MINUTE", default=""):
+    raise ImproperlyConfigured(
+        "TOKENSERVER_AUTH_FAILURES_PER_MINUTE is gone: failed sign-ins are now limited per "
+        "address and username by TOKENSERVER_AUTH_FAILURE_RATE (e.g. 10/min) and per address "
+        "by TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE (e.g. 50/min)."
+    )
 # GET /api/token calls per client ("60000/min", "1000/s"; "0" or "off": no
 # limit). The default lets an app ask for its token on every call it makes,
 # up to 1,000 a second, and stops a runaway loop; checked here, at start-up.

@@ -11,10 +11,6 @@ from tokens.api import FetchLogView, TestFetchView, TokenView
 from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
 
-admin.site.site_header = "tokenserver console"
-admin.site.site_title = "tokenserver"
-admin.site.index_title = "Providers, credentials and tokens"
-
 urlpatterns = [
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),

@@ -168,7 +168,7 @@ def test_wrong_basic_password_is_a_401(anonymous_api, wechat_secret, staff_user)
 def test_staff_basic_failures_are_throttled(anonymous_api, staff_user, settings):
     import base64
 
-    settings.TOKENSERVER_AUTH_FAILURES_PER_MINUTE = 3
+    settings.TOKENSERVER_AUTH_FAILURE_RATE = "3/min"
     wrong = "Basic " + base64.b64encode(b"operator:wrong").decode()
     right = "Basic " + base64.b64encode(f"operator:{STAFF_PASSWORD}".encode()).decode()
 

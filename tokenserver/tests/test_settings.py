@@ -115,3 +115,22 @@ def test_check_deploy_is_clean_with_production_settings():
 
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+def test_the_retired_failure_limit_stops_the_start_up_with_its_replacement():
+    # Issue 11, item 7: failures are limited per address and username now; an
+    # old limit left in the environment must not be ignored without a word.
+    result = run_manage(DEBUG="on", TOKENSERVER_AUTH_FAILURES_PER_MINUTE="3")
+
+    assert result.returncode != 0
+    assert "TOKENSERVER_AUTH_FAILURE_RATE" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["TOKENSERVER_AUTH_FAILURE_RATE", "TOKENSERVER_AUTH_FAILURE_ADDRESS_RATE"]
+)
+def test_a_bad_failure_rate_stops_the_start_up(name):
+    result = run_manage(DEBUG="on", **{name: "lots"})
+
+    assert result.returncode != 0
+    assert f"{name} is 'lots'" in result.stderr
