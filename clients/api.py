@@ -7,11 +7,13 @@ from urllib.parse import unquote_plus
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from rest_framework import permissions
+from rest_framework.parsers import FormParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clients.services import InvalidClient, client_token_exchange
 from tokenserver.errors import ServiceError
+from tokenserver.parsers import NestingSafeJSONParser
 
 
 def _basic_credentials(request) -> tuple[str | None, str | None] | None:
@@ -41,6 +43,9 @@ class AuthTokenView(APIView):
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    # Not the API's SafeJSONParser: credentials that are not valid text (a lone
+    # surrogate) must be a failed sign-in, counted, not a bare 400 (issue 11).
+    parser_classes = [NestingSafeJSONParser, FormParser]
 
     @method_decorator(sensitive_variables("client_secret", "credentials"))
     def post(self, request):

@@ -26,18 +26,26 @@ def _lone_surrogate_at(data) -> str | None:
     return None
 
 
-class SafeJSONParser(JSONParser):
-    """
-    DRF's JSON parser, with absurdly deep nesting a 400 instead of a RecursionError,
-    and text that is not valid Unicode (a lone surrogate) a 400 naming where it is,
-    before any view sees it (issue 11: it made 500s wherever it went).
-    """
+class NestingSafeJSONParser(JSONParser):
+    """DRF's JSON parser, with absurdly deep nesting a 400 instead of a RecursionError."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            data = super().parse(stream, media_type, parser_context)
+            return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
+
+
+class SafeJSONParser(NestingSafeJSONParser):
+    """
+    The API's JSON parser: text that is not valid Unicode (a lone surrogate) is a 400
+    naming where it is, before any view sees it (issue 11: it made 500s wherever it
+    went). The credentials exchange, which must count such a body as a failed sign-in,
+    uses NestingSafeJSONParser and checks the text itself.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
         where = _lone_surrogate_at(data)
         if where is not None:
             # The path is built from the client's own keys: keep it printable.
