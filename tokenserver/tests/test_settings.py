@@ -115,3 +115,11 @@ def test_check_deploy_is_clean_with_production_settings():
 
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("lease", ["0", "-5"])
+def test_start_up_fails_on_a_lock_lease_that_is_not_positive(lease):
+    result = run_manage(DEBUG="on", TOKENSERVER_LOCK_LEASE=lease)
+
+    assert result.returncode != 0
+    assert "TOKENSERVER_LOCK_LEASE must be a positive number of seconds" in result.stderr
