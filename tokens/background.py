@@ -68,7 +68,7 @@ def _background_refresh(realm_id, key, lock, client) -> None:
     try:
         secret = load_secret(realm_id, key)
         if secret.realm.kind != Realm.Kind.FIXED and not look_again(secret, time.time(), Need()):
-            fetch_and_store(secret, trigger=FetchLog.Trigger.REQUEST, client=client)
+            fetch_and_store(secret, trigger=FetchLog.Trigger.REQUEST, client=client, lock=lock)
     except ServiceError as error:
         flag_set(_backoff_flag(realm_id, key), True, REVALIDATE_BACKOFF)
         logger.warning("background refresh of %s/%s failed: %s", realm_id, key, error.code)

@@ -134,16 +134,17 @@ def record_success(realm: Realm) -> None:
 
 
 @contextmanager
-def upstream_slot(realm: Realm, *, ttl: float, wait: float):
+def upstream_slot(realm: Realm, *, max_hold: float, wait: float):
     """
     One of the realm's `max_concurrency` upstream slots, across every process
-    and host; waits up to `wait` seconds for one, then raises Refused(busy).
+    and host, held like a secret's lock (a renewed lease, at most `max_hold`
+    seconds); waits up to `wait` seconds for one, then raises Refused(busy).
     """
     deadline = time.monotonic() + wait
     delay = 0.005
     while True:
         for number in range(realm.max_concurrency):
-            slot = lock_for(f"realm:{realm.id}:slot:{number}", ttl=ttl)
+            slot = lock_for(f"realm:{realm.id}:slot:{number}", max_hold=max_hold)
             if slot.try_acquire():
                 try:
                     yield

@@ -24,7 +24,7 @@ from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
 from tokens import guards, upstream
-from tokens.locks import lock_for
+from tokens.locks import Lease, lock_for
 from tokens.models import FetchLog, StoredToken
 from tokens.results import Snapshot, TokenResult
 from tokenserver.errors import (
@@ -129,14 +129,19 @@ def call_budget(realm: Realm) -> float:
 
 
 def lock_ttl(realm: Realm) -> float:
-    """The lease of a secret's lock: longer than the longest refresh, so it is not lost mid-call;
-    short enough that a killed holder blocks the others only briefly."""
+    """
+    The longest a refresh may hold a secret's lock (or an upstream slot):
+    longer than the longest refresh, so a live holder keeps it to the end of
+    its call. The lease itself is short and renewed by a heartbeat while the
+    holder lives (tokens.locks), so a killed holder blocks the others only
+    for TOKENSERVER_LOCK_LEASE; this caps how long a stuck one can renew it.
+    """
     return call_budget(realm) + 5
 
 
-def secret_lock(realm_id: str, key: str, ttl: float):
+def secret_lock(realm_id: str, key: str, max_hold: float) -> Lease:
     """The single-flight lock of one secret, by the names apps use (the cache path has no pk)."""
-    return lock_for(f"secret:{realm_id}:{key}", ttl=ttl)
+    return lock_for(f"secret:{realm_id}:{key}", max_hold=max_hold)
 
 
 def cache_put(secret: Secret, stored: StoredToken, now: float) -> None:
@@ -197,7 +202,7 @@ def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenRe
         found = look_again(secret, time.time(), need)
         if found:
             return found
-        return fetch_and_store(secret, trigger=trigger, client=client)
+        return fetch_and_store(secret, trigger=trigger, client=client, lock=lock)
     finally:
         lock.release()
 
@@ -215,18 +220,22 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
     )
 
 
-def fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult:
+def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -> TokenResult:
     """
     Call the upstream (outside any transaction) through the realm's guards,
     retrying network errors and 5xx; then cache, persist and log. The caller
-    holds the secret's lock.
+    holds the secret's `lock`. If it loses it meanwhile (tokens.locks: a
+    stall past the lease, or max_hold reached), another worker may be
+    fetching too: this one makes no further attempt, and hands the token it
+    got to its caller without caching it; the token row keeps whichever
+    token expires later. At worst two fetches, never an older token served.
     """
     realm = secret.realm
     attempt = 0
     while True:
         try:
             guards.check(realm)
-            with guards.upstream_slot(realm, ttl=lock_ttl(realm), wait=realm.timeout):
+            with guards.upstream_slot(realm, max_hold=lock_ttl(realm), wait=realm.timeout):
                 sent_at = time.time()
                 fetched = upstream.fetch(realm, secret)
             break
@@ -257,7 +266,8 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult
             logger.warning("fetch %s failed: %s (attempt %d)", secret, failure.outcome, attempt + 1)
             # Only network errors and HTTP 5xx are retried, never an answer
             # that says no (4xx, an upstream error code): see guards.is_retryable.
-            if guards.is_retryable(failure) and attempt < realm.max_retries:
+            # A holder that lost the lock leaves further attempts to the new holder.
+            if guards.is_retryable(failure) and attempt < realm.max_retries and lock.held():
                 time.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt)))  # noqa: S311
                 attempt += 1
                 continue
@@ -293,9 +303,16 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str) -> TokenResult
         expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
         fetched_at=datetime.fromtimestamp(now, tz=UTC),
     )
-    # The cache first: if the database is down, the token is still served
-    # from Redis while the writes wait in the outbox.
-    cache_put(secret, stored, now)
+    if lock.held():
+        # The cache first: if the database is down, the token is still served
+        # from Redis while the writes wait in the outbox.
+        cache_put(secret, stored, now)
+    else:
+        # The lock was lost during the call: another holder may have cached a
+        # newer token, which this older one must not replace. Drop the entry
+        # instead; readers take the database's token, the later-expiring one.
+        logger.warning("%s: lock lost during the fetch; its token is not cached", secret)
+        token_cache.entries_evict([(secret.realm_id, secret.name)])
     outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
     logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
     return result

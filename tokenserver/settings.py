@@ -176,6 +176,16 @@ TOKENSERVER_LOCAL_CACHE_TTL = env.float("TOKENSERVER_LOCAL_CACHE_TTL", default=5
 TOKENSERVER_LOCK_BACKEND = env.str(
     "TOKENSERVER_LOCK_BACKEND", default="redis" if REDIS_URL else "database"
 )
+# Seconds a lock's lease lasts unless its holder renews it (a heartbeat
+# thread renews it every third of that while the holder lives, up to the
+# realm's call budget): a worker killed mid-refresh blocks its secret at most
+# this long. Checked here, at start-up.
+TOKENSERVER_LOCK_LEASE = env.float("TOKENSERVER_LOCK_LEASE", default=5.0)
+if not TOKENSERVER_LOCK_LEASE > 0:
+    raise ImproperlyConfigured(
+        "TOKENSERVER_LOCK_LEASE must be a positive number of seconds, "
+        f"not {TOKENSERVER_LOCK_LEASE}."
+    )
 
 # --- Clients and access tokens ------------------------------------------------
 TOKENSERVER_ACCESS_TOKEN_TTL = env.int("TOKENSERVER_ACCESS_TOKEN_TTL", default=7200)

@@ -85,13 +85,15 @@ def test_cache_entry_sealed_under_a_dropped_key_is_a_miss(upstream, wechat_secre
 def test_a_worker_that_thinks_redis_is_down_cannot_take_a_held_lock():
     # Finding: a worker falling back to the database lease while another held
     # the Redis lock made two holders. The database lease is the authority.
-    first = RedisLock("secret:r:k", ttl=30)
+    first = RedisLock("secret:r:k", max_hold=30)
     assert first.try_acquire()
     shared_cache.health.failed(ConnectionError("simulated"))
     try:
-        second = RedisLock("secret:r:k", ttl=30)
+        second = RedisLock("secret:r:k", max_hold=30)
         assert not second.try_acquire()
     finally:
         shared_cache.health.reset()
         first.release()
-    assert RedisLock("secret:r:k", ttl=30).try_acquire()
+    third = RedisLock("secret:r:k", max_hold=30)
+    assert third.try_acquire()
+    third.release()

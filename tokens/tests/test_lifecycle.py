@@ -257,7 +257,7 @@ def test_waiting_on_a_stuck_holder_returns_the_still_valid_token(upstream):
     realm = RealmFactory(url=upstream.url(), timeout=0.3, min_flush_interval=0)
     secret = SecretFactory(realm=realm)
     stored_token(secret, token="STILL-VALID")
-    holder = lock_for(f"secret:{realm.id}:{secret.name}", ttl=30)
+    holder = lock_for(f"secret:{realm.id}:{secret.name}", max_hold=30)
     assert holder.try_acquire()  # a worker stuck mid-fetch
 
     started = time.monotonic()
@@ -274,7 +274,7 @@ def test_waiting_on_a_stuck_holder_returns_the_still_valid_token(upstream):
 def test_waiting_on_a_stuck_holder_without_a_valid_token_is_a_503(upstream):
     realm = RealmFactory(url=upstream.url(), timeout=0.3)
     secret = SecretFactory(realm=realm)
-    holder = lock_for(f"secret:{realm.id}:{secret.name}", ttl=30)
+    holder = lock_for(f"secret:{realm.id}:{secret.name}", max_hold=30)
     assert holder.try_acquire()
 
     with pytest.raises(LockWaitTimeout) as raised:

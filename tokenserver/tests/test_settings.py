@@ -134,3 +134,11 @@ def test_a_bad_failure_rate_stops_the_start_up(name):
 
     assert result.returncode != 0
     assert f"{name} is 'lots'" in result.stderr
+
+
+@pytest.mark.parametrize("lease", ["0", "-5"])
+def test_start_up_fails_on_a_lock_lease_that_is_not_positive(lease):
+    result = run_manage(DEBUG="on", TOKENSERVER_LOCK_LEASE=lease)
+
+    assert result.returncode != 0
+    assert "TOKENSERVER_LOCK_LEASE must be a positive number of seconds" in result.stderr
