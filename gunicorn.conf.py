@@ -15,6 +15,9 @@ same knobs as serve.py, from the environment:
 
 import multiprocessing
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 bind = os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000")
 
@@ -34,3 +37,12 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+
+
+def on_starting(server):
+    """Collect the console's static files before the workers start (as serve.py does)."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=Path(__file__).resolve().parent,
+        check=True,
+    )

@@ -1,9 +1,11 @@
 """
 The production command (`python serve.py`, granian): it serves, its workers run
 with the allocator configuration that keeps their memory in bounds (issue 10),
-and SIGTERM stops it promptly.
+the console is styled with nothing collected beforehand (issue 12), and SIGTERM
+stops it promptly.
 """
 
+import re
 import signal
 import subprocess
 import sys
@@ -17,17 +19,35 @@ from tests.helpers import ChildProcess, child_env, free_port, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def production_server(tmp_path):
+COMMANDS = {
+    "serve.py": [sys.executable, "serve.py"],
+    # The README's measured alternative, with its config file.
+    "gunicorn.conf.py": [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "tokenserver.wsgi",
+    ],
+}
+
+
+@pytest.fixture(params=["serve.py"])
+def production_server(request, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = ChildProcess(
-        [sys.executable, "serve.py"],
+        COMMANDS[request.param],
         env=child_env(
             TOKENSERVER_BIND=f"127.0.0.1:{port}",
             WEB_CONCURRENCY="1",
             WEB_THREADS="2",
             ALLOWED_HOSTS="127.0.0.1",
+            DEBUG="off",
+            TOKENSERVER_HTTPS="off",
+            # An empty folder, as on a fresh clone: serve.py must collect the files itself.
+            STATIC_ROOT=str(tmp_path / "static"),
             LOG_LEVEL="WARNING",
         ),
         cwd=settings.BASE_DIR,
@@ -82,6 +102,29 @@ def test_serve_configures_the_allocator_before_granian_is_imported():
     ).stdout.strip()
 
     assert "dirty_decay_ms:0" in seen and "muzzy_decay_ms:0" in seen
+
+
+CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+
+
+@pytest.mark.parametrize("production_server", list(COMMANDS), indirect=True)
+def test_the_console_is_styled_under_the_production_server(production_server):
+    # Issue 12: under the production command with DEBUG off, the admin stylesheet was a
+    # 404 (nothing collected the static files on that path).
+    _, base = production_server
+
+    page = requests.get(f"{base}/admin/login/", timeout=5)
+    assets = sorted(set(re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text)))
+
+    assert page.status_code == 200
+    assert "/static/admin/css/base.css" in assets
+    for asset in assets:
+        answer = requests.get(f"{base}{asset}", timeout=5)
+        assert answer.status_code == 200, asset
+        suffix = asset[asset.rindex(".") :]
+        expected = CONTENT_TYPES.get(suffix)
+        if expected:
+            assert answer.headers["Content-Type"].startswith(expected), (asset, answer.headers)
 
 
 def test_serve_stops_on_sigterm(production_server):
