@@ -52,8 +52,14 @@ run: migrate
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+# The console's browser tests drive Debian's Chromium (never a browser download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "Installing Debian's Chromium for the console's browser tests"
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 # Tests keep their cache entries under their own prefix (Redis is shared).
-test: setup
+test: setup $(CHROMIUM)
 	CACHE_KEY_PREFIX=tokenserver-test $(PY) -m pytest $(PYTEST_ARGS)
 
 # The token endpoint under load on this machine, loopback only, about 1.5 minutes: hot path
@@ -66,4 +72,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) staticfiles test_db.sqlite3*
+	rm -rf $(VENV) staticfiles test_db.sqlite3* test-artefacts

@@ -1,0 +1,146 @@
+"""
+The console as a person uses it (issue 12): Debian's Chromium, driven by Playwright,
+against the production command (`serve.py`, DEBUG off) on the test database.
+
+Every page visited must have its stylesheets applied, log no browser console error,
+and show no secret value. Screenshots go to `test-artefacts/` (ignored by git).
+Chromium missing is a failure with the command that installs it, never a skip:
+`make test` installs it.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from playwright.sync_api import sync_playwright
+
+from tests.factories import STAFF_PASSWORD, ArgumentFactory, RealmFactory, SecretFactory
+from tests.helpers import ChildProcess, child_env, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTEFACTS = Path(settings.BASE_DIR) / "test-artefacts"
+SECRET_VALUES = ["wx-browser-app-id-1", "browser-app-secret-value-2"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(
+            f"{CHROMIUM} is missing: the console's browser tests need Debian's Chromium "
+            "(`apt-get install chromium`; `make test` installs it)."
+        )
+    # Playwright's sync API runs an event loop in this thread, which Django takes for
+    # an async context and refuses database calls in; the test's own database calls
+    # are synchronous, so the check is lifted while the browser runs (this module only).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def live_console(tmp_path, django_user_model):
+    """serve.py with DEBUG off, an operator to sign in as, and a secret to look at."""
+    operator = django_user_model.objects.create_superuser("operator")
+    # The tests hash with MD5 (conftest, for speed); the server knows only its own
+    # hashers, so this password is hashed the server's way (few iterations: fast).
+    operator.password = PBKDF2PasswordHasher().encode(STAFF_PASSWORD, "browsertest", 1000)
+    operator.save()
+    realm = RealmFactory(id="wxgzh")
+    ArgumentFactory(realm=realm, name="appid", value="$key_1")
+    SecretFactory(realm=realm, name="app", key_1=SECRET_VALUES[0], key_2=SECRET_VALUES[1])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ChildProcess(
+        [sys.executable, "serve.py"],
+        env=child_env(
+            TOKENSERVER_BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY="1",
+            ALLOWED_HOSTS="127.0.0.1",
+            DEBUG="off",
+            TOKENSERVER_HTTPS="off",
+            LOG_LEVEL="WARNING",
+            STATIC_ROOT=str(tmp_path / "static"),
+        ),
+        log=tmp_path / "serve.log",
+        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
+        start_timeout=60,
+    )
+    with server:
+        yield base
+
+
+class Visit:
+    """A browser page that records console errors and failed requests as it goes."""
+
+    def __init__(self, browser, base):
+        self.base = base
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.errors = []
+        self.page.on(
+            "console",
+            lambda m: (
+                m.type == "error"
+                and self.errors.append(f"console: {m.text} ({m.location.get('url')})")
+            ),
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
+        self.page.on(
+            "response",
+            lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"),
+        )
+
+    def open(self, path, *, screenshot=None):
+        self.page.goto(f"{self.base}{path}")
+        self.check(screenshot)
+
+    def check(self, screenshot=None):
+        html = self.page.content()
+        assert self.errors == [], self.errors
+        # The admin's stylesheet is loaded and applied (not only linked).
+        sheets = self.page.evaluate("Array.from(document.styleSheets).map(s => s.href || '')")
+        assert any(sheet.endswith("/static/admin/css/base.css") for sheet in sheets), sheets
+        font = self.page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "Times" not in font, font  # the browser's default means no CSS
+        for value in SECRET_VALUES:
+            assert value not in html
+        if screenshot:
+            ARTEFACTS.mkdir(exist_ok=True)
+            self.page.screenshot(path=ARTEFACTS / f"{screenshot}.png", full_page=True)
+
+
+def test_an_operator_signs_in_and_looks_around(chromium, live_console):
+    visit = Visit(chromium, live_console)
+
+    visit.open("/admin/login/", screenshot="login")
+    visit.page.fill("#id_username", "operator")
+    visit.page.fill("#id_password", STAFF_PASSWORD)
+    visit.page.click("input[type=submit]")
+    visit.page.wait_for_url(f"{live_console}/admin/")
+    visit.check(screenshot="dashboard")
+
+    visit.open("/admin/secrets/secret/", screenshot="secret-list")
+    assert "app" in visit.page.inner_text("#result_list")
+    visit.page.click("#result_list a:text-is('app')")
+    visit.page.wait_for_url("**/change/")
+    visit.check(screenshot="secret")
+
+    visit.open("/admin/tokens/fetchlog/", screenshot="fetch-log")
