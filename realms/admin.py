@@ -47,8 +47,25 @@ class RealmForm(forms.ModelForm):
         return cleaned
 
 
+class ArgumentForm(forms.ModelForm):
+    """One argument of the token request, with help on where it goes and what it may say."""
+
+    class Meta:
+        model = Argument
+        fields = ("order", "place", "name", "value")
+        help_texts = {
+            "place": "url: a query parameter; header: an HTTP header; body: a field of the "
+            "JSON or form body (content type above); basic: HTTP Basic credentials, "
+            "value user:password (name unused).",
+            "value": "A literal, or a template over the secret's values: $key_1 alone, "
+            "${key_1} inside text (Bearer ${key_1}), $$ for a literal $. An argument that "
+            "is only $key_3 is left out when the secret has no key_3.",
+        }
+
+
 class ArgumentInline(admin.TabularInline):
     model = Argument
+    form = ArgumentForm
     extra = 1
     fields = ("order", "place", "name", "value")
 
