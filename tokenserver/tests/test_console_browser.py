@@ -136,6 +136,10 @@ def test_an_operator_signs_in_and_looks_around(chromium, live_console):
     visit.page.click("input[type=submit]")
     visit.page.wait_for_url(f"{live_console}/admin/")
     visit.check(screenshot="dashboard")
+    # Every link in the header leads somewhere (no "View site" to a 404).
+    for link in visit.page.locator("#user-tools a").all():
+        href = link.get_attribute("href")
+        assert href.startswith("/admin/"), href
 
     visit.open("/admin/secrets/secret/", screenshot="secret-list")
     assert "app" in visit.page.inner_text("#result_list")
