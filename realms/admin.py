@@ -70,8 +70,12 @@ class ArgumentInline(admin.TabularInline):
     fields = ("order", "place", "name", "value")
 
 
-@admin.register(Realm)
 class RealmAdmin(admin.ModelAdmin):
+    """
+    The realm pages. Registered by tokens.admin, which adds what only the token
+    layer knows (how the realm's secrets' tokens stand), as for secrets.
+    """
+
     form = RealmForm
     list_display = ("id", "kind", "url", "method", "refresh_margin", "updated_at")
     list_filter = ("kind", "method")

@@ -55,6 +55,19 @@ def secret_upsert(
     return secret, created
 
 
+def secret_set_enabled(secret: Secret, enabled: bool) -> bool:
+    """
+    Enable or disable a secret; returns whether it changed. A full save, not a
+    queryset update, so its version goes up and its cache entry is evicted
+    (tokens.signals): a disabled secret stops being served at once.
+    """
+    if secret.enabled == enabled:
+        return False
+    secret.enabled = enabled
+    secret.save()
+    return True
+
+
 def secret_delete(realm_id: str, name: str) -> None:
     deleted, _ = Secret.objects.filter(realm_id=realm_id, name=name).delete()
     if not deleted:

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 from django.conf import settings
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 
 def wait_until(condition, timeout=5.0, *, interval=0.01, message=None):
@@ -34,6 +35,13 @@ def wait_until(condition, timeout=5.0, *, interval=0.01, message=None):
             name = detail or getattr(condition, "__name__", repr(condition))
             raise AssertionError(f"still not true after {timeout} s: {name}")
         time.sleep(interval)
+
+
+def queries_of(action) -> tuple[object, int]:
+    """What `action()` returns, and how many database queries it made."""
+    with CaptureQueriesContext(connection) as queries:
+        result = action()
+    return result, len(queries)
 
 
 def run_at_once(count, function):

@@ -1,40 +1,250 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from realms.admin import RealmAdmin
+from realms.models import Realm
 from secret_store.admin import SecretAdmin
 from secret_store.models import Secret
-from tokens.models import FetchLog, StoredToken
-from tokens.services import token_test_fetch
+from secret_store.services import secret_set_enabled
+from tokens.models import FetchLog, StoredToken, TokenState
+from tokens.services import token_clear, token_test_fetch
+from tokens.states import (
+    RECENT_FETCHES,
+    realm_token_counts,
+    secret_recent_fetches,
+    secret_token_fingerprint,
+    secret_token_state,
+    secrets_in_state,
+    secrets_with_token_facts,
+)
 from tokenserver.errors import ServiceError
+
+
+def _local(moment) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}"
+
+
+class TokenStateFilter(admin.SimpleListFilter):
+    title = "token state"
+    parameter_name = "token_state"
+
+    def lookups(self, request, model_admin):
+        return [(state.value, state.value.replace("_", " ")) for state in TokenState]
+
+    def queryset(self, request, queryset):
+        if self.value() in TokenState.values:
+            return secrets_in_state(queryset, self.value())
+        return queryset
+
+
+class LastOutcomeFilter(admin.SimpleListFilter):
+    title = "last fetch"
+    parameter_name = "last_fetch"
+    NONE = "none"
+
+    def lookups(self, request, model_admin):
+        return [*FetchLog.Outcome.choices, (self.NONE, "no fetch yet")]
+
+    def queryset(self, request, queryset):
+        # The outcome is SecretTokenAdmin.get_queryset's annotation (a subquery).
+        if self.value() == self.NONE:
+            return queryset.filter(last_fetch_outcome__isnull=True)
+        if self.value() in FetchLog.Outcome.values:
+            return queryset.filter(last_fetch_outcome=self.value())
+        return queryset
 
 
 @admin.register(Secret)
 class SecretTokenAdmin(SecretAdmin):
-    """The secret pages, with the test fetch (a real fetch through the token path)."""
+    """
+    The secret pages, with what only the token layer knows: each token's state
+    and last fetch (tokens.states, as the API tells them), refreshing or
+    clearing it, and the secret's recent fetches. Never a token: a fingerprint.
+    """
 
-    actions = ["test_fetch"]
+    change_form_template = "admin/tokens/secret/change_form.html"
+    list_display = ("name", "realm", "token_state", "last_fetch", "enabled")
+    list_filter = ("realm", TokenStateFilter, LastOutcomeFilter, "enabled")
+    # Named, so the changelist does not select_related() everything instead.
+    list_select_related = ("realm", "stored_token")
+    actions = ["test_fetch", "clear_token", "enable", "disable"]
+    token_fields = ("token_state_detail", "token_expires", "token_fingerprint", "recent_fetches")
 
-    @admin.action(description="Test fetch: get a new token from the upstream now")
+    def get_queryset(self, request):
+        # One query for the whole page: the realm, the stored token and the last fetch.
+        return secrets_with_token_facts(super().get_queryset(request))
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), *self.token_fields)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (
+            *fieldsets,
+            ("Token (read-only)", {"fields": self.token_fields[:3]}),
+            ("Recent fetches", {"fields": self.token_fields[3:]}),
+        )
+
+    # --- Columns and read-only fields -----------------------------------------
+
+    @admin.display(description="token")
+    def token_state(self, obj):
+        return secret_token_state(obj).label()
+
+    @admin.display(description="last fetch", ordering="last_fetch_at")
+    def last_fetch(self, obj):
+        state = secret_token_state(obj)
+        if state.last_fetch_outcome is None:
+            return "-"
+        return f"{state.last_fetch_outcome}, {_local(state.last_fetch_at)}"
+
+    @admin.display(description="state")
+    def token_state_detail(self, obj):
+        return secret_token_state(obj).label()
+
+    @admin.display(description="expires at")
+    def token_expires(self, obj):
+        expires_at = secret_token_state(obj).expires_at
+        return _local(expires_at) if expires_at else "-"
+
+    @admin.display(description="fingerprint")
+    def token_fingerprint(self, obj):
+        # The first 8 hex digits of the token's SHA-256: tells tokens apart, reveals nothing.
+        return secret_token_fingerprint(obj) or "-"
+
+    @admin.display(description=f"last {RECENT_FETCHES} fetches")
+    def recent_fetches(self, obj):
+        rows = secret_recent_fetches(obj)
+        if not rows:
+            return "No fetch yet."
+        head = format_html_join(
+            "",
+            "<th>{}</th>",
+            (
+                (name,)
+                for name in ("time", "trigger", "outcome", "HTTP", "error", "ms", "lifetime", "by")
+            ),
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    _local(log.created_at),
+                    log.trigger,
+                    log.outcome,
+                    log.http_status or "-",
+                    " ".join(filter(None, (log.error_code, log.error_message))) or "-",
+                    log.duration_ms,
+                    "-" if log.lifetime is None else log.lifetime,
+                    log.client or "-",
+                )
+                for log in rows
+            ),
+        )
+        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+
+    # --- Actions ----------------------------------------------------------------
+
+    @admin.action(description="Refresh now: fetch a new token from the upstream (test fetch)")
     def test_fetch(self, request, queryset):
         # A real fetch (WeChat invalidates the previous token), so it is stored.
-        client = request.user.get_username()
-        for secret in queryset.select_related("realm"):
-            try:
-                outcome = token_test_fetch(secret.realm_id, secret.name, client=client)
-            except ServiceError as error:
-                self.message_user(request, f"{secret}: {error.detail}", messages.ERROR)
-                continue
-            if not outcome["ok"]:
-                self.message_user(request, f"{secret}: {outcome['detail']}", messages.ERROR)
-                continue
-            status = outcome["http_status"] or "-"
-            lifetime = outcome["lifetime"] if outcome["lifetime"] is not None else "-"
-            self.message_user(
-                request,
-                f"{secret}: ok (HTTP {status}), token {outcome['token']}, "
-                f"lifetime {lifetime} s, source {outcome['source']}.",
-                messages.SUCCESS,
+        for secret in queryset:
+            self._test_fetch(request, secret)
+
+    def _test_fetch(self, request, secret):
+        """One secret's test fetch (token_test_fetch, trigger admin), told as a message."""
+        try:
+            outcome = token_test_fetch(
+                secret.realm_id, secret.name, client=request.user.get_username()
             )
+        except ServiceError as error:
+            self.message_user(request, f"{secret}: {error.detail}", messages.ERROR)
+            return
+        if not outcome["ok"]:
+            self.message_user(request, f"{secret}: {outcome['detail']}", messages.ERROR)
+            return
+        status = outcome["http_status"] or "-"
+        lifetime = outcome["lifetime"] if outcome["lifetime"] is not None else "-"
+        # No part of the token: its fingerprint is on the secret's page.
+        self.message_user(
+            request,
+            f"{secret}: ok (HTTP {status}), lifetime {lifetime} s granted, "
+            f"source {outcome['source']}.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Clear the stored and cached token")
+    def clear_token(self, request, queryset):
+        client = request.user.get_username()
+        for secret in queryset:
+            cleared = token_clear(secret, client=client)
+            what = "token cleared" if cleared else "no stored token; cache entry dropped"
+            self.message_user(request, f"{secret}: {what}.", messages.SUCCESS)
+
+    @admin.action(description="Enable")
+    def enable(self, request, queryset):
+        changed = sum(secret_set_enabled(secret, True) for secret in queryset)
+        self.message_user(request, f"{changed} secret(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable (apps get 403 at once)")
+    def disable(self, request, queryset):
+        changed = sum(secret_set_enabled(secret, False) for secret in queryset)
+        self.message_user(request, f"{changed} secret(s) disabled.", messages.SUCCESS)
+
+    # --- The change page's "Test fetch" button ------------------------------------
+
+    def get_urls(self):
+        own = [
+            path(
+                "<path:object_id>/test-fetch/",
+                self.admin_site.admin_view(self.test_fetch_view),
+                name="secrets_secret_test_fetch",
+            )
+        ]
+        return own + super().get_urls()
+
+    def test_fetch_view(self, request, object_id):
+        """POST: the test fetch of one secret, then back to its page with the outcome."""
+        if request.method != "POST":
+            return redirect(reverse("admin:secrets_secret_change", args=[object_id]))
+        secret = get_object_or_404(Secret.objects.select_related("realm"), pk=object_id)
+        if not self.has_change_permission(request, secret):
+            raise PermissionDenied
+        self._test_fetch(request, secret)
+        return redirect(reverse("admin:secrets_secret_change", args=[secret.pk]))
+
+
+@admin.register(Realm)
+class RealmTokenAdmin(RealmAdmin):
+    """The realm pages, with how the tokens of the realm's secrets stand."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "token_counts")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (*fieldsets, ("Secrets and their tokens", {"fields": ("token_counts",)}))
+
+    @admin.display(description="secrets")
+    def token_counts(self, obj):
+        counts = realm_token_counts(obj)
+        total = sum(counts.values())
+        if not total:
+            return "No secrets."
+        stand = ", ".join(
+            f"{count} {state.value.replace('_', ' ')}" for state, count in counts.items() if count
+        )
+        return f"{total} secret(s): {stand}"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

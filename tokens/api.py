@@ -1,6 +1,7 @@
 """
 `GET /api/token?realm=…&key=…&flush=false`: the seed's token endpoint; the
-operator's test fetch; and the fetch log for auditors.
+operator's test fetch; the fetch log for auditors; and the secret routes with
+the state of each secret's token (secret_store.api's views, extended here).
 """
 
 from rest_framework import serializers
@@ -10,8 +11,10 @@ from rest_framework.response import Response
 from clients.authentication import ClientUser
 from clients.scopes import LOG_READ, REALM_WRITE, TOKEN_FLUSH, TOKEN_READ
 from clients.throttles import ClientTokenRateThrottle
+from secret_store.api import SecretDetailView, SecretListView, secret_to_dict
 from tokens.models import FetchLog
 from tokens.services import token_get, token_test_fetch
+from tokens.states import secret_token_state, secrets_with_token_facts
 from tokenserver.api import PageQuerySerializer, ScopedAPIView, paginated, parse_query
 
 
@@ -114,3 +117,25 @@ class FetchLogView(ScopedAPIView):
             if params.get(name):
                 logs = logs.filter(**{name: params[name]})
         return paginated(logs, params, fetchlog_to_dict)
+
+
+class SecretTokenViewMixin:
+    """
+    The secret routes as served: each secret carries `token_state` (state,
+    expires_at, last fetch outcome and time; never the token), computed by
+    the same function as the console's (tokens.states).
+    """
+
+    def secrets(self):
+        return secrets_with_token_facts(super().secrets())
+
+    def represent(self, secret) -> dict:
+        return {**secret_to_dict(secret), "token_state": secret_token_state(secret).as_dict()}
+
+
+class SecretTokenListView(SecretTokenViewMixin, SecretListView):
+    pass
+
+
+class SecretTokenDetailView(SecretTokenViewMixin, SecretDetailView):
+    pass

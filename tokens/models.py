@@ -13,6 +13,21 @@ from tokenserver.fields import EncryptedTextField
 REFRESH_JITTER = 0.5
 
 
+def fingerprint(token: str) -> str:
+    """A token's fingerprint: the first 8 hex digits of its SHA-256, to tell tokens apart."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+class TokenState(models.TextChoices):
+    """How a secret's token stands, as the console and the API tell it."""
+
+    VALID = "valid"
+    REFRESHING = "refreshing", "refreshing (inside its refresh margin)"
+    EXPIRED = "expired"
+    NEVER_FETCHED = "never_fetched", "never fetched"
+    FIXED = "fixed", "fixed (realm of kind fixed)"
+
+
 class StoredToken(models.Model):
     """
     The current token of one secret, as the upstream granted it: the database
@@ -40,19 +55,40 @@ class StoredToken(models.Model):
     def remaining(self, now=None) -> timedelta:
         return self.expires_at - (now or timezone.now())
 
+    def effective_margin(self, margin: float) -> float:
+        """
+        The realm's refresh margin for this token, in seconds: never more than
+        half its lifetime, so a realm whose margin is longer than what its
+        provider grants does not refresh on every request.
+        """
+        lifetime = (self.expires_at - self.fetched_at).total_seconds()
+        return max(0.0, min(margin, lifetime / 2))
+
     def refresh_at(self, margin: float):
         """
         When this token is due for a refresh: inside the last `margin` seconds
-        of its life, at a point drawn per fetch (`refresh_jitter`), so tokens
-        fetched together do not all come due together. The margin never
-        exceeds half the lifetime, so a realm whose margin is longer than what
-        its provider grants does not refresh on every request.
+        of its life (`effective_margin`), at a point drawn per fetch
+        (`refresh_jitter`), so tokens fetched together do not all come due together.
         """
-        lifetime = (self.expires_at - self.fetched_at).total_seconds()
-        margin = max(0.0, min(margin, lifetime / 2))
+        margin = self.effective_margin(margin)
         return self.expires_at - timedelta(
             seconds=margin * (1 - REFRESH_JITTER * self.refresh_jitter())
         )
+
+    def state(self, margin: float, now=None) -> TokenState:
+        """
+        Expired, refreshing (inside its effective refresh margin: a refresh
+        comes due somewhere in there, see refresh_at) or valid, at `now`.
+        """
+        left = self.remaining(now).total_seconds()
+        if left <= 0:
+            return TokenState.EXPIRED
+        if left <= self.effective_margin(margin):
+            return TokenState.REFRESHING
+        return TokenState.VALID
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.token)
 
     def refresh_jitter(self) -> float:
         """
@@ -76,6 +112,16 @@ class StoredToken(models.Model):
 
 
 class FetchLogQuerySet(models.QuerySet):
+    def of_secret(self, realm_id, key, since):
+        """
+        The rows of one secret, newest first. A row names its secret as text and
+        outlives it: rows from before `since` (the secret's creation) belong to an
+        earlier secret of that name. The arguments may be OuterRefs (a Subquery).
+        """
+        return self.filter(realm=realm_id, key=key, created_at__gte=since).order_by(
+            "-created_at", "-id"
+        )
+
     def prune(self, age: timedelta, *, batch_size: int = 5000) -> int:
         """Delete rows older than `age`, `batch_size` at a time (short transactions)."""
         cutoff = timezone.now() - age

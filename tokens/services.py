@@ -17,8 +17,11 @@ they were asked for, or within the realm's `min_flush_interval`; with
 one.
 """
 
+import logging
 import time
 from datetime import UTC, datetime
+
+from django.db import transaction
 
 from realms.models import Realm
 from secret_store.models import Secret
@@ -42,6 +45,8 @@ from tokenserver.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+
+logger = logging.getLogger(__name__)
 
 #: token_get's "read the cache entry yourself".
 _READ = object()
@@ -187,3 +192,19 @@ def token_test_fetch(realm_id: str, key: str, *, client: str = "") -> dict:
         "expires_in": result.expires_in_ms(),
         "token": mask_token(result.token),
     }
+
+
+def token_clear(secret: Secret, *, client: str = "") -> bool:
+    """
+    Forget the secret's token: the stored row and the cache entry (now, and
+    again on commit, like the eviction signals), so the next request fetches
+    a new one. A fixed token is the secret's own value: only its cache entry
+    goes. A fetch already in flight may still store its token afterwards.
+    Returns whether a stored token was deleted.
+    """
+    deleted, _ = StoredToken.objects.filter(secret=secret).delete()
+    pair = [(secret.realm_id, secret.name)]
+    token_cache.entries_evict(pair)
+    transaction.on_commit(lambda: token_cache.entries_evict(pair))
+    logger.info("%s: token cleared by %s", secret, client or "-")
+    return bool(deleted)

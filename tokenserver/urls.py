@@ -6,8 +6,13 @@ from django.views import defaults
 
 from clients.api import AuthTokenView
 from realms.api import RealmDetailView, RealmListView
-from secret_store.api import SecretDetailView, SecretListView
-from tokens.api import FetchLogView, TestFetchView, TokenView
+from tokens.api import (
+    FetchLogView,
+    SecretTokenDetailView,
+    SecretTokenListView,
+    TestFetchView,
+    TokenView,
+)
 from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
 
@@ -15,8 +20,13 @@ urlpatterns = [
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
     path("api/realm/<str:realm_id>/test", TestFetchView.as_view(), name="realm-test"),
-    path("api/secret", SecretListView.as_view(), name="secret-list"),
-    path("api/secret/<str:realm_id>/<str:key>", SecretDetailView.as_view(), name="secret-detail"),
+    # The secret views with their token's state (tokens.api extends secret_store.api's).
+    path("api/secret", SecretTokenListView.as_view(), name="secret-list"),
+    path(
+        "api/secret/<str:realm_id>/<str:key>",
+        SecretTokenDetailView.as_view(),
+        name="secret-detail",
+    ),
     path("api/token", TokenView.as_view(), name="token"),
     path("api/fetchlog", FetchLogView.as_view(), name="fetchlog"),
     path("api/auth/token", AuthTokenView.as_view(), name="auth-token"),

@@ -88,6 +88,7 @@ def test_console_action_test_fetch(client, staff_user, upstream, wechat_secret):
     messages = [str(m) for m in get_messages(response.wsgi_request)] or [
         m.message for m in response.context["messages"]
     ]
-    assert any("ok (HTTP 200), token ACCESS…, lifetime 7200 s" in m for m in messages), messages
-    assert "ACCESS-TOKEN-123" not in response.content.decode()
+    assert any("ok (HTTP 200), lifetime 7200 s granted" in m for m in messages), messages
+    # Issue 12: not even the token's first characters (its fingerprint is on the secret's page).
+    assert "ACCESS" not in response.content.decode()
     assert FetchLog.objects.get().trigger == "admin"
