@@ -148,3 +148,80 @@ def test_an_operator_signs_in_and_looks_around(chromium, live_console):
     visit.check(screenshot="secret")
 
     visit.open("/admin/tokens/fetchlog/", screenshot="fetch-log")
+
+
+@pytest.fixture
+def signed_in(chromium, live_console):
+    visit = Visit(chromium, live_console)
+    visit.open("/admin/login/")
+    visit.page.fill("#id_username", "operator")
+    visit.page.fill("#id_password", STAFF_PASSWORD)
+    visit.page.click("input[type=submit]")
+    visit.page.wait_for_url(f"{live_console}/admin/")
+    return visit
+
+
+def test_from_a_preset_to_a_token_in_the_fetch_log(signed_in, live_console, upstream):
+    visit, page = signed_in, signed_in.page
+    upstream.reply("/cgi-bin/token", {"access_token": "BROWSER-TOKEN-1", "expires_in": 7200})
+
+    # A realm from the WeChat preset, pointed at the fake upstream.
+    visit.open("/admin/realms/realm/add-from-preset/", screenshot="preset")
+    page.select_option("#id_preset", "wechat_official_account")
+    page.fill("#id_realm_id", "wxtest")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/realms/realm/wxtest/change/")
+    visit.check()
+    page.fill("#id_url", upstream.url("/cgi-bin/token"))
+    page.click("input[name=_save]")
+    page.wait_for_url("**/realms/realm/")
+    visit.check()
+
+    # A secret with the preset's values (AppID, AppSecret).
+    visit.open("/admin/secrets/secret/add/")
+    page.select_option("#id_realm", "wxtest")
+    page.fill("#id_name", "browser-app")
+    page.fill("#id_key_1", SECRET_VALUES[0])
+    page.fill("#id_key_2", SECRET_VALUES[1])
+    page.click("input[name=_save]")
+    page.wait_for_url("**/secrets/secret/")
+    visit.check()
+
+    # Refresh it from the list: the message says what the upstream granted.
+    row = page.locator("#result_list tr", has_text="browser-app")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "test_fetch")
+    page.click("button[name=index]")
+    page.wait_for_load_state()
+    visit.check(screenshot="refreshed")
+    assert "7200" in page.inner_text(".messagelist")
+    assert "valid" in page.locator("#result_list tr", has_text="browser-app").inner_text()
+    assert "BROWSER-TOKEN-1" not in page.content()
+
+    # The fetch log has the row, and exports it.
+    visit.open("/admin/tokens/fetchlog/?realm=wxtest")
+    assert "browser-app" in page.inner_text("#result_list")
+    with page.expect_download() as download:
+        page.click("text=Export CSV")
+    exported = Path(download.value.path()).read_text()
+    assert "wxtest" in exported and "browser-app" in exported
+    assert "BROWSER-TOKEN-1" not in exported
+
+
+def test_a_new_client_secret_is_shown_once(signed_in):
+    visit, page = signed_in, signed_in.page
+
+    visit.open("/admin/clients/client/add/")
+    page.fill("#id_name", "browser-client")
+    page.check("input[name=scopes][value='token:read']")
+    page.fill("#id_allow", "wxgzh/*")
+    page.click("input[name=_save]")
+    page.wait_for_url("**/secret/")
+    visit.check(screenshot="client-secret")
+    secret = page.inner_text("#client-secret")
+    page.reload()
+    visit.check()
+
+    assert len(secret) >= 20
+    assert page.locator("#client-secret").count() == 0
+    assert secret not in page.content()
