@@ -10,7 +10,7 @@ from clients.access_tokens import access_token_issue
 from realms.models import Argument, Realm
 from secret_store.models import Secret
 from tests.helpers import wait_until
-from tokens.models import StoredToken
+from tokens.models import FetchLog, StoredToken
 
 #: The password of the `staff_user` fixture (HTTP Basic tests send it).
 STAFF_PASSWORD = "staff-password-for-tests"
@@ -47,6 +47,29 @@ class SecretFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"secret{n}")
     key_1 = "wx1234567890abcdef"
     key_2 = "0123456789abcdef0123456789abcdef"
+
+
+class StoredTokenFactory(factory.django.DjangoModelFactory):
+    """A stored token; give `fetched_at` and `expires_at` (around a frozen "now")."""
+
+    class Meta:
+        model = StoredToken
+
+    secret = factory.SubFactory(SecretFactory)
+    token = "STORED-TOKEN-VALUE"
+
+
+class FetchLogFactory(factory.django.DjangoModelFactory):
+    """A fetch-log row (an ok request by default); give `created_at` to place it in time."""
+
+    class Meta:
+        model = FetchLog
+
+    realm = "wxgzh"
+    key = "app"
+    trigger = FetchLog.Trigger.REQUEST
+    outcome = FetchLog.Outcome.OK
+    http_status = 200
 
 
 def stored_token(secret, *, token="OLD", age=600, left=6600):
