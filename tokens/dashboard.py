@@ -20,7 +20,19 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from operator import or_
 
-from django.db.models import Count, DateTimeField, F, OuterRef, Q, Subquery, Value, Window
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import LessThanOrEqual
 
@@ -37,6 +49,8 @@ EXPIRING_SOON = timedelta(minutes=15)
 ATTENTION_LIMIT = 20
 
 OK = FetchLog.Outcome.OK
+#: Every outcome but ok (refusals too: a secret whose realm is held back is not served).
+FAILED = [outcome for outcome in FetchLog.Outcome.values if outcome != OK]
 #: Before any fetch: "in a row" counts from here when a secret never had an ok one.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -153,21 +167,34 @@ def fetches_per_hour(now: datetime) -> list[Hour]:
     """
     Upstream attempts per hour over the last 24 h, ok and not ok, oldest
     first: 24 hours ending at `now` (start < created_at ≤ end), so they add
-    up to the summary's counts. One query: conditional counts over the range
-    the created_at index finds (portable: no date truncation, which MySQL
-    would need time-zone tables for).
+    up to the summary's counts. One query over the range the (created_at,
+    outcome) index finds, grouped by hour number (a CASE over the hours'
+    ends) and ok-or-not: portable, and no date truncation, which MySQL would
+    need time-zone tables for.
     """
-    starts = [now - WINDOW + timedelta(hours=hour) for hour in range(24)]
-    counts = {}
-    for number, start in enumerate(starts):
-        in_hour = Q(created_at__gt=start, created_at__lte=start + timedelta(hours=1))
-        counts[f"ok{number}"] = Count("pk", filter=in_hour & Q(outcome=OK))
-        counts[f"errors{number}"] = Count("pk", filter=in_hour & ~Q(outcome=OK))
-    row = FetchLog.objects.filter(created_at__gt=now - WINDOW, created_at__lte=now).aggregate(
-        **counts
+    starts = [now - WINDOW + timedelta(hours=number) for number in range(24)]
+    hour_number = Case(
+        *(
+            When(created_at__lte=start + timedelta(hours=1), then=Value(number))
+            for number, start in enumerate(starts)
+        ),
+        output_field=IntegerField(),
     )
+    counts = {(number, ok): 0 for number in range(24) for ok in (True, False)}
+    groups = (
+        FetchLog.objects.filter(created_at__gt=now - WINDOW, created_at__lte=now)
+        .annotate(
+            hour=hour_number,
+            ok=Case(When(outcome=OK, then=Value(True)), default=Value(False)),
+        )
+        .values("hour", "ok")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    for group in groups:
+        counts[group["hour"], bool(group["ok"])] = group["count"]
     return [
-        Hour(start, start + timedelta(hours=1), row[f"ok{number}"], row[f"errors{number}"])
+        Hour(start, start + timedelta(hours=1), counts[number, True], counts[number, False])
         for number, start in enumerate(starts)
     ]
 
@@ -195,49 +222,57 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
     cache round trip, five when something is failing.
 
     A secret is failing when its latest fetch-log row is not ok (found
-    through the (realm, key, created_at) index, one lookup per enabled
-    secret); "in a row" counts its rows since its last ok one, for the rows
-    shown only.
+    through the (realm, key, created_at) index, a lookup per enabled secret
+    inside one query; joining those rows back by id instead made MariaDB scan
+    the whole log); "in a row" counts its rows since its last ok one, for the
+    rows shown only.
     """
-    latest = _attempts_of(OuterRef("realm_id"), OuterRef("name")).order_by("-created_at", "-id")
-    last_attempts = Secret.objects.filter(enabled=True).values(
-        last=Subquery(latest.values("id")[:1])
-    )
-    failing = _bounded(
-        FetchLog.objects.filter(pk__in=last_attempts)
-        .exclude(outcome=OK)
-        .order_by("-created_at", "-id"),
+    # Newest first along the (realm, key, created_at) index alone: each lookup
+    # reads the first index entry. (Two attempts of one secret in the same
+    # microsecond, which its lock rules out, would be taken in either order.)
+    latest = _attempts_of(OuterRef("realm_id"), OuterRef("name")).order_by("-created_at")
+    failing_secrets = _bounded(
+        Secret.objects.filter(enabled=True)
+        .alias(last_outcome=Subquery(latest.values("outcome")[:1]))
+        .filter(last_outcome__in=FAILED)
+        .alias(last_at=Subquery(latest.values("created_at")[:1]))
+        .order_by("-last_at", "pk"),
         limit,
-        "id",
-        "realm",
-        "key",
-        "outcome",
-        "http_status",
-        "error_code",
-        "error_message",
-        "created_at",
+        last_id=Subquery(latest.values("id")[:1]),
     )
-    if failing.rows:
-        last_ok = _attempts_of(OuterRef("realm"), OuterRef("key")).filter(outcome=OK)
-        since_last_ok = (
-            _attempts_of(OuterRef("realm"), OuterRef("key"))
-            .filter(
-                created_at__gt=Coalesce(
-                    Subquery(last_ok.order_by("-created_at").values("created_at")[:1]),
-                    Value(EPOCH, output_field=DateTimeField()),
-                )
+    # The rows shown, with how many attempts failed since the secret's last ok one.
+    last_ok = _attempts_of(OuterRef("realm"), OuterRef("key")).filter(outcome=OK)
+    since_last_ok = (
+        _attempts_of(OuterRef("realm"), OuterRef("key"))
+        .filter(
+            created_at__gt=Coalesce(
+                Subquery(last_ok.order_by("-created_at").values("created_at")[:1]),
+                Value(EPOCH, output_field=DateTimeField()),
             )
-            .values("realm")
-            .annotate(count=Count("pk"))
-            .values("count")
         )
-        in_a_row = dict(
-            FetchLog.objects.filter(pk__in=[row["id"] for row in failing.rows])
-            .order_by()
-            .values_list("id", Subquery(since_last_ok))
+        .values("realm")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    failing_rows = (
+        list(
+            FetchLog.objects.filter(pk__in=[row["last_id"] for row in failing_secrets.rows])
+            .order_by("-created_at", "-id")
+            .values(
+                "realm",
+                "key",
+                "outcome",
+                "http_status",
+                "error_code",
+                "error_message",
+                "created_at",
+                in_a_row=Subquery(since_last_ok),
+            )
         )
-        for row in failing.rows:
-            row["in_a_row"] = in_a_row[row["id"]]
+        if failing_secrets.rows
+        else []
+    )
+    failing = Bounded(failing_rows, failing_secrets.total)
 
     expiring = _bounded(
         StoredToken.objects.filter(
