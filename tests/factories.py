@@ -49,7 +49,19 @@ class SecretFactory(factory.django.DjangoModelFactory):
     key_2 = "0123456789abcdef0123456789abcdef"
 
 
+class StoredTokenFactory(factory.django.DjangoModelFactory):
+    """A stored token; give `fetched_at` and `expires_at` (around a frozen "now")."""
+
+    class Meta:
+        model = StoredToken
+
+    secret = factory.SubFactory(SecretFactory)
+    token = "STORED-TOKEN-VALUE"
+
+
 class FetchLogFactory(factory.django.DjangoModelFactory):
+    """A fetch-log row (an ok request by default); give `created_at` to place it in time."""
+
     class Meta:
         model = FetchLog
 

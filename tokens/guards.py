@@ -15,6 +15,8 @@ and never opens the breaker.
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from realms.models import Realm
 from tokens.locks import lock_for
@@ -40,22 +42,22 @@ class Refused(Exception):
         self.retry_after = max(1, int(retry_after + 0.999))
 
 
-def _open_until_flag(realm: Realm) -> str:
-    return f"breaker:{realm.id}:open_until"
+def _open_until_flag(realm_id: str) -> str:
+    return f"breaker:{realm_id}:open_until"
 
 
-def _failures_flag(realm: Realm) -> str:
-    return f"breaker:{realm.id}:failures"
+def _failures_flag(realm_id: str) -> str:
+    return f"breaker:{realm_id}:failures"
 
 
-def _backoff_flag(realm: Realm) -> str:
-    return f"backoff:{realm.id}"
+def _backoff_flag(realm_id: str) -> str:
+    return f"backoff:{realm_id}"
 
 
 def check(realm: Realm, now: float | None = None) -> None:
     """Raise Refused while the realm's breaker is open or it is backing off."""
     now = now or time.time()
-    open_until = shared_cache.flag_get(_open_until_flag(realm))
+    open_until = shared_cache.flag_get(_open_until_flag(realm.id))
     if open_until and open_until > now:
         raise Refused(
             "circuit_open",
@@ -63,7 +65,7 @@ def check(realm: Realm, now: float | None = None) -> None:
             f"not calling it for {open_until - now:.0f} s",
             open_until - now,
         )
-    backoff_until = shared_cache.flag_get(_backoff_flag(realm))
+    backoff_until = shared_cache.flag_get(_backoff_flag(realm.id))
     if backoff_until and backoff_until > now:
         raise Refused(
             "rate_limited",
@@ -75,8 +77,45 @@ def check(realm: Realm, now: float | None = None) -> None:
 
 def breaker_state(realm: Realm, now: float | None = None) -> str:
     """closed | open (for operators and tests)."""
-    open_until = shared_cache.flag_get(_open_until_flag(realm))
+    open_until = shared_cache.flag_get(_open_until_flag(realm.id))
     return "open" if open_until and open_until > (now or time.time()) else "closed"
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """A realm the guards hold back now: its breaker is open, or it backs off (until when)."""
+
+    realm_id: str
+    breaker_open_until: datetime | None
+    backoff_until: datetime | None
+
+
+def guard_states(realm_ids, now: float | None = None) -> list[GuardState] | None:
+    """
+    The realms among `realm_ids` whose breaker is open or that back off, in
+    one cache round trip (for the console); None while the cache is down:
+    then nobody knows, and the guards let calls through.
+    """
+    now = now or time.time()
+    names = {}
+    for realm_id in realm_ids:
+        names[_open_until_flag(realm_id)] = realm_id
+        names[_backoff_flag(realm_id)] = realm_id
+    flags = shared_cache.flag_get_many(names)
+    if flags is None:
+        return None
+
+    def until(name):
+        value = flags.get(name)
+        return datetime.fromtimestamp(value, UTC) if value and value > now else None
+
+    states = []
+    for realm_id in realm_ids:
+        open_until = until(_open_until_flag(realm_id))
+        backoff_until = until(_backoff_flag(realm_id))
+        if open_until or backoff_until:
+            states.append(GuardState(realm_id, open_until, backoff_until))
+    return states
 
 
 def is_rate_limit(realm: Realm, failure: UpstreamFailure) -> bool:
@@ -107,17 +146,17 @@ def record_failure(realm: Realm, failure: UpstreamFailure) -> None:
     now = time.time()
     if is_rate_limit(realm, failure):
         seconds = failure.retry_after or RATE_LIMIT_BACKOFF
-        shared_cache.flag_set(_backoff_flag(realm), now + seconds, seconds)
+        shared_cache.flag_set(_backoff_flag(realm.id), now + seconds, seconds)
         logger.warning(
             "realm %s rate-limited by its upstream; backing off %.0f s", realm.id, seconds
         )
     if not counts_against_breaker(failure):
         return
     # The count lives long enough to span slow consecutive failures.
-    failures = shared_cache.counter_incr(_failures_flag(realm), 10 * realm.breaker_cooldown)
+    failures = shared_cache.counter_incr(_failures_flag(realm.id), 10 * realm.breaker_cooldown)
     if failures >= realm.breaker_threshold:
         shared_cache.flag_set(
-            _open_until_flag(realm), now + realm.breaker_cooldown, realm.breaker_cooldown
+            _open_until_flag(realm.id), now + realm.breaker_cooldown, realm.breaker_cooldown
         )
         logger.warning(
             "realm %s: %d consecutive upstream failures, circuit open for %d s",
@@ -129,8 +168,8 @@ def record_failure(realm: Realm, failure: UpstreamFailure) -> None:
 
 def record_success(realm: Realm) -> None:
     """A success closes the breaker: the failures must be consecutive."""
-    shared_cache.flag_delete(_failures_flag(realm))
-    shared_cache.flag_delete(_open_until_flag(realm))
+    shared_cache.flag_delete(_failures_flag(realm.id))
+    shared_cache.flag_delete(_open_until_flag(realm.id))
 
 
 @contextmanager

@@ -88,6 +88,20 @@ def flag_get(name: str, default=None):
     return guarded(lambda: cache.get(f"flag:{name}", default), default)
 
 
+def flag_get_many(names) -> dict | None:
+    """
+    Several flags in one round trip (Redis MGET): {name: value} for those set;
+    None while the cache is down, so a caller can say "unknown" rather than "none".
+    """
+    names = list(names)
+    if not names:
+        return {}
+    found = guarded(lambda: cache.get_many([f"flag:{name}" for name in names]))
+    if found is None:
+        return None
+    return {name: found[f"flag:{name}"] for name in names if f"flag:{name}" in found}
+
+
 def flag_delete(name: str) -> None:
     guarded(lambda: cache.delete(f"flag:{name}"))
 
