@@ -325,6 +325,8 @@ class ConsoleSSO:
             )
         except SSOUnavailable as exc:
             log.warning("console sign-in: the user service %s; nobody signed in", exc)
+            if fallback:
+                return None  # the password form, which the page below links to
             return refused_page(
                 request,
                 503,

@@ -373,6 +373,16 @@ def test_the_password_page_stays_reachable_unless_sso_is_exclusive(client, sso, 
     assert login_redirect_target(response).startswith("http://testserver/admin/login/")
 
 
+def test_the_password_page_is_served_while_the_user_service_fails(sso_cookies, sso):
+    sso.reply("/validate", {"code": 0}, status=500)
+    assert sso_cookies.get("/admin/").status_code == 503  # links to the password page
+
+    response = sso_cookies.get("/admin/login/")
+
+    assert response.status_code == 200
+    assert b'name="password"' in response.content
+
+
 def test_exclusive_sso_on_the_login_page_goes_on_to_next(sso_cookies, sso, settings):
     settings.TOKENSERVER_SSO_EXCLUSIVE = True
 
