@@ -7,6 +7,9 @@ class ClientsConfig(AppConfig):
     verbose_name = "Clients (apps allowed to call the API)"
     default = True
 
+    def ready(self):
+        from clients import checks  # noqa: F401 - registers the console access checks
+
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):
     """django.contrib.admin with the console's site (sign-ins limited) as `admin.site`."""

@@ -10,6 +10,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 
 from clients.failures import SignInLocked, staff_sign_in
+from clients.sso import sso_sign_out
 
 
 class ConsoleLoginForm(AdminAuthenticationForm):
@@ -51,3 +52,7 @@ class ConsoleSite(admin.AdminSite):
             response.status_code = 429
             response["Retry-After"] = str(lockout.retry_after)
         return response
+
+    def logout(self, request, extra_context=None):
+        """Django's sign-out; with SSO on, the user service's cookies go too (clients.sso)."""
+        return sso_sign_out(request, super().logout(request, extra_context))

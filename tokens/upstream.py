@@ -32,6 +32,7 @@ from realms.validators import compile_jsonpath, render_template
 from secret_store.models import Secret
 from tokens.models import FetchLog
 from tokenserver import netguard
+from tokenserver.jsonpaths import same_value
 
 Outcome = FetchLog.Outcome
 
@@ -329,15 +330,6 @@ def _first(paths, document):
     return None
 
 
-def _same(found, expected) -> bool:
-    # Providers disagree on 0 versus "0": compare the JSON text as well.
-    return (
-        found == expected
-        or json.dumps(found) == json.dumps(expected)
-        or str(found) == str(expected)
-    )
-
-
 def _printable(text: str) -> str:
     """
     Upstream text made safe to log, store and show: a lone surrogate (JSON can spell
@@ -441,7 +433,7 @@ class _Reader:
         for path, expected in self.conditions:
             alternatives = expected if isinstance(expected, list) else [expected]
             found = _find(path, document) or [None]
-            if not any(_same(value, wanted) for value in found for wanted in alternatives):
+            if not any(same_value(value, wanted) for value in found for wanted in alternatives):
                 reason = f"success condition {path} == {json.dumps(expected)} does not hold"
                 raise self.failure(Outcome.UPSTREAM_ERROR, reason, status, document, duration_ms)
 

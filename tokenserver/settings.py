@@ -8,6 +8,7 @@ The embedded default is SQLite plus the local-memory cache; set `DATABASE_URL`
 and `REDIS_URL` for the production-like configuration (MariaDB/MySQL + Redis).
 """
 
+import json
 from pathlib import Path
 
 import environ
@@ -76,6 +77,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The console's address allow-list, before anything else (clients.sso).
+    "clients.sso.ConsoleAllowList",
     # GET /api/token with a bearer token, answered before the rest (tokens.middleware).
     "tokens.middleware.TokenFastPath",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -83,6 +86,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The console's external sign-in, when configured (clients.sso).
+    "clients.sso.ConsoleSSO",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -239,10 +244,50 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
 )
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=TOKENSERVER_HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-if env.bool("TOKENSERVER_BEHIND_PROXY", default=False):
+# Behind a trusted reverse proxy: its X-Forwarded-Proto says https, and its
+# X-Forwarded-For (the address it appended, the rightmost) is the client's
+# address for the console's allow-list (clients.sso).
+TOKENSERVER_BEHIND_PROXY = env.bool("TOKENSERVER_BEHIND_PROXY", default=False)
+if TOKENSERVER_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Console access: address allow-list and external sign-in (clients.sso) ---------
+# Addresses and CIDRs the console (/admin/) answers; empty: every address.
+TOKENSERVER_CONSOLE_ALLOWED_IPS = env.list("TOKENSERVER_CONSOLE_ALLOWED_IPS", default=[])
+# External sign-in (SSO), on when TOKENSERVER_SSO_LOGIN_URL is set; the
+# system checks in clients.checks refuse an incomplete or malformed setup.
+TOKENSERVER_SSO_LOGIN_URL = env.str("TOKENSERVER_SSO_LOGIN_URL", default="")
+TOKENSERVER_SSO_VALIDATE_URL = env.str("TOKENSERVER_SSO_VALIDATE_URL", default="")
+TOKENSERVER_SSO_LOGOUT_URL = env.str("TOKENSERVER_SSO_LOGOUT_URL", default="")
+TOKENSERVER_SSO_REDIRECT_PARAM = env.str("TOKENSERVER_SSO_REDIRECT_PARAM", default="redirect_url")
+TOKENSERVER_SSO_UID_COOKIE = env.str("TOKENSERVER_SSO_UID_COOKIE", default="uid")
+TOKENSERVER_SSO_TICKET_COOKIE = env.str("TOKENSERVER_SSO_TICKET_COOKIE", default="ticket")
+TOKENSERVER_SSO_COOKIE_DOMAIN = env.str("TOKENSERVER_SSO_COOKIE_DOMAIN", default="") or None
+TOKENSERVER_SSO_UID_FIELD = env.str("TOKENSERVER_SSO_UID_FIELD", default="uid")
+TOKENSERVER_SSO_TICKET_FIELD = env.str("TOKENSERVER_SSO_TICKET_FIELD", default="ticket")
+# [[JSONPath, expected value], ...], all of which must hold (JSON text).
+# (clients.checks checks the rules themselves).
+try:
+    TOKENSERVER_SSO_MATCH = json.loads(env.str("TOKENSERVER_SSO_MATCH", default="[]"))
+except ValueError as _error:
+    raise ImproperlyConfigured(
+        f"TOKENSERVER_SSO_MATCH is not JSON ({_error}); write e.g. "
+        '[["code", 0], ["data.result", true]].'
+    ) from None
+TOKENSERVER_SSO_MISSING_COOKIE = env.str("TOKENSERVER_SSO_MISSING_COOKIE", default="undefined")
+TOKENSERVER_SSO_MISSING_COOKIE_REDIRECTS = env.bool(
+    "TOKENSERVER_SSO_MISSING_COOKIE_REDIRECTS", default=False
+)
+TOKENSERVER_SSO_CACHE_TTL = env.float("TOKENSERVER_SSO_CACHE_TTL", default=60.0)
+TOKENSERVER_SSO_TIMEOUT = env.float("TOKENSERVER_SSO_TIMEOUT", default=5.0)
+TOKENSERVER_SSO_CREATE_USERS = env.bool("TOKENSERVER_SSO_CREATE_USERS", default=False)
+TOKENSERVER_SSO_GROUP = env.str("TOKENSERVER_SSO_GROUP", default="")
+TOKENSERVER_SSO_EXCLUSIVE = env.bool("TOKENSERVER_SSO_EXCLUSIVE", default=False)
+TOKENSERVER_SSO_IGNORE_PATHS = env.list(
+    "TOKENSERVER_SSO_IGNORE_PATHS", default=["/static/", "/healthz", "/readyz", "/api/"]
+)
 
 # --- Auth -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
