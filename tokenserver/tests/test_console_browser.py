@@ -8,6 +8,7 @@ Chromium missing is a failure with the command that installs it, never a skip:
 `make test` installs it.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -55,9 +56,7 @@ def chromium():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture
-def live_console(tmp_path, django_user_model):
-    """serve.py with DEBUG off, an operator to sign in as, and a secret to look at."""
+def operator_and_a_secret(django_user_model):
     operator = django_user_model.objects.create_superuser("operator")
     # The tests hash with MD5 (conftest, for speed); the server knows only its own
     # hashers, so this password is hashed the server's way (few iterations: fast).
@@ -66,6 +65,10 @@ def live_console(tmp_path, django_user_model):
     realm = RealmFactory(id="wxgzh")
     ArgumentFactory(realm=realm, name="appid", value="$key_1")
     SecretFactory(realm=realm, name="app", key_1=SECRET_VALUES[0], key_2=SECRET_VALUES[1])
+
+
+def console_server(tmp_path, **env):
+    """serve.py with DEBUG off on the test database (a ChildProcess: use it with `with`)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = ChildProcess(
@@ -78,35 +81,51 @@ def live_console(tmp_path, django_user_model):
             TOKENSERVER_HTTPS="off",
             LOG_LEVEL="WARNING",
             STATIC_ROOT=str(tmp_path / "static"),
+            **env,
         ),
         log=tmp_path / "serve.log",
         ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
         start_timeout=60,
     )
-    with server:
-        yield base
+    server.base = base
+    return server
+
+
+@pytest.fixture
+def live_console(tmp_path, django_user_model):
+    """serve.py with DEBUG off, an operator to sign in as, and a secret to look at."""
+    operator_and_a_secret(django_user_model)
+    with console_server(tmp_path) as server:
+        yield server.base
 
 
 class Visit:
-    """A browser page that records console errors and failed requests as it goes."""
+    """
+    A browser page that records, as it goes, console errors, page errors and failed
+    or 4xx/5xx requests of tokenserver's own pages (not of another site it visits,
+    such as a user service's login page).
+    """
 
     def __init__(self, browser, base):
         self.base = base
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
         self.errors = []
-        self.page.on(
-            "console",
-            lambda m: (
-                m.type == "error"
-                and self.errors.append(f"console: {m.text} ({m.location.get('url')})")
-            ),
-        )
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
+        # A request the browser aborted itself (the page moved on) is no failure.
         self.page.on(
-            "response",
-            lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"),
+            "requestfailed",
+            lambda r: "ERR_ABORTED" not in (r.failure or "") and self._record(r.url, "failed"),
         )
+        self.page.on("response", lambda r: r.status >= 400 and self._record(r.url, r.status))
+
+    def _record(self, url, what):
+        if url.startswith(self.base):
+            self.errors.append(f"{what}: {url}")
+
+    def _console(self, message):
+        if message.type == "error":
+            self._record(message.location.get("url", ""), f"console: {message.text}")
 
     def open(self, path, *, screenshot=None):
         self.page.goto(f"{self.base}{path}")
@@ -207,6 +226,10 @@ def test_from_a_preset_to_a_token_in_the_fetch_log(signed_in, live_console, upst
     assert "wxtest" in exported and "browser-app" in exported
     assert "BROWSER-TOKEN-1" not in exported
 
+    # The dashboard counts the fetch and draws it (the README's screenshot).
+    visit.open("/admin/", screenshot="dashboard-after-fetch")
+    assert visit.page.locator("svg rect").count() >= 1
+
 
 def test_a_new_client_secret_is_shown_once(signed_in):
     visit, page = signed_in, signed_in.page
@@ -225,3 +248,41 @@ def test_a_new_client_secret_is_shown_once(signed_in):
     assert len(secret) >= 20
     assert page.locator("#client-secret").count() == 0
     assert secret not in page.content()
+
+
+def test_sign_in_through_the_user_service(chromium, tmp_path, django_user_model, upstream):
+    # The fake user service: its login page, and a validation that accepts one ticket.
+    operator_and_a_secret(django_user_model)
+    upstream.reply("/login", {"page": "the user service's login page"})
+    upstream.reply_with(
+        "/validate",
+        lambda number: (200, {"code": 0, "data": {"result": True, "uid": "operator"}}, 0),
+    )
+    sso = {
+        "TOKENSERVER_SSO_LOGIN_URL": upstream.url("/login"),
+        "TOKENSERVER_SSO_VALIDATE_URL": upstream.url("/validate"),
+        "TOKENSERVER_SSO_MATCH": '[["code", 0], ["data.result", true]]',
+    }
+
+    with console_server(tmp_path, **sso) as server:
+        visit = Visit(chromium, server.base)
+        # Without the cookies: off to the user service, with the way back.
+        visit.page.goto(f"{server.base}/admin/")
+        assert visit.page.url.startswith(upstream.url("/login"))
+        assert "redirect_url=" in visit.page.url
+        # With them (as the user service sets them after its sign-in): in.
+        visit.page.context.add_cookies(
+            [
+                {"name": "uid", "value": "operator", "url": server.base},
+                {"name": "ticket", "value": "T-123", "url": server.base},
+            ]
+        )
+        visit.open("/admin/", screenshot="dashboard-sso")
+
+        assert "operator" in visit.page.inner_text("#user-tools").lower()
+        # The dashboard's chart is drawn (inline SVG, no script).
+        assert visit.page.locator("svg").count() >= 1
+        # The first request, cookie-less, asked with the service's "absent" value.
+        sent = [json.loads(call["body"]) for call in upstream.calls("/validate")]
+        assert sent[0] == {"uid": "undefined", "ticket": "undefined"}
+        assert {"uid": "operator", "ticket": "T-123"} in sent
