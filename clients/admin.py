@@ -185,6 +185,11 @@ class RevocationAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a revocation would quietly make a revoked token valid again: rows
+        # go away only when they expire with the tokens they name.
+        return False
+
     def may_revoke(self, request) -> bool:
         """Whether the user may add revocations (the model permission; no add form)."""
         opts = self.model._meta

@@ -188,3 +188,16 @@ def test_staff_who_may_only_view_clients_cannot_revoke(client, staff_user, app_w
     assert action.status_code in (200, 302)
     assert page.status_code == posted.status_code == 403
     assert bearer(first).get("/api/realm").status_code == 200
+
+
+def test_a_revocation_cannot_be_deleted_from_the_console(console, app_with_tokens):
+    # Deleting the row would quietly make the revoked token valid again.
+    app, first, _ = app_with_tokens
+    console.post(REVOKE_TOKEN, {"token": first})
+    revocation = Revocation.objects.get()
+
+    page = console.post(f"/admin/clients/revocation/{revocation.pk}/delete/", {"post": "yes"})
+
+    assert page.status_code == 403
+    assert Revocation.objects.filter(pk=revocation.pk).exists()
+    assert bearer(first).get("/api/realm").status_code == 401
