@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clients.services import InvalidClient, client_token_exchange
+from tokenserver.addresses import client_address
 from tokenserver.errors import ServiceError
 from tokenserver.parsers import NestingSafeJSONParser
 
@@ -65,7 +66,7 @@ class AuthTokenView(APIView):
                 client_id,
                 client_secret,
                 scope=str(scope) if scope else None,
-                address=request.META.get("REMOTE_ADDR", ""),
+                address=client_address(request),
             )
         except ServiceError as error:
             response = _error(error.status_code, error.code, error.detail)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import authenticate
 
+from tokenserver.addresses import client_address
 from tokenserver.cache import window_incr_and_get, window_read
 from tokenserver.rates import Rate, parse_rate
 
@@ -106,7 +107,7 @@ def staff_sign_in(request, username: str | None, password: str | None):
     failure. Raises SignInLocked, without trying the password, while the
     username or the address is locked out.
     """
-    address = request.META.get("REMOTE_ADDR", "")
+    address = client_address(request)
     lockout = auth_lockout(address, username or "")
     if lockout is not None:
         raise SignInLocked(lockout)

@@ -40,6 +40,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from tokenserver.addresses import client_address
 from tokenserver.cache import CACHE_ERRORS
 from tokenserver.jsonpaths import condition_holds
 
@@ -60,22 +61,6 @@ def is_console(request) -> bool:
 
 
 # --- Address allow-list ------------------------------------------------------------
-
-
-def client_address(request) -> str:
-    """
-    The address a request came from: REMOTE_ADDR, or, behind a trusted proxy
-    (TOKENSERVER_BEHIND_PROXY), the last X-Forwarded-For entry, the one that
-    proxy appended. Earlier entries are the client's to write, so they are
-    never trusted; without a trusted proxy the header is ignored altogether.
-    """
-    address = request.META.get("REMOTE_ADDR", "")
-    if settings.TOKENSERVER_BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
-        if entries:
-            address = entries[-1]
-    return address
 
 
 @lru_cache(maxsize=8)

@@ -198,3 +198,27 @@ def test_exchange_from_an_address_trying_many_client_ids_is_stopped(settings):
     assert sprayed == [401] * 5
     assert refused.status_code == 429
     assert "from your address" in refused.json()["detail"]
+
+
+# --- Behind a trusted proxy ------------------------------------------------------------------
+
+
+def test_behind_a_proxy_the_limits_count_the_forwarded_address(staff_user, settings):
+    # Every request comes from the proxy's address; without the forwarded address one
+    # attacker's failures would lock everyone out of the per-address limit.
+    settings.TOKENSERVER_BEHIND_PROXY = True
+    settings.TOKENSERVER_AUTH_FAILURE_RATE = "2/min"
+
+    def call(forwarded, password):
+        return APIClient().get(
+            "/api/realm",
+            HTTP_AUTHORIZATION=basic("operator", password),
+            REMOTE_ADDR="10.0.0.1",
+            HTTP_X_FORWARDED_FOR=forwarded,
+        )
+
+    attacker = [call("203.0.113.9", "wrong").status_code for _ in range(3)]
+    operator = call("198.51.100.7", STAFF_PASSWORD)
+
+    assert attacker == [401, 401, 429]
+    assert operator.status_code == 200
