@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup migrate lint bench clean
+.PHONY: run serve test setup migrate lint bench clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -57,6 +57,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	@echo "Installing Debian's Chromium for the console's browser tests"
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+# The production configuration: migrations applied, static files collected, granian
+# (serve.py) and the refresher beside it; Ctrl-C or SIGTERM stops both.
+# DATABASE_URL / REDIS_URL (environment or .env) choose the backends.
+serve: migrate
+	$(PY) serve.py --refresher
 
 # Tests keep their cache entries under their own prefix (Redis is shared).
 test: setup $(CHROMIUM)

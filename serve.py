@@ -2,9 +2,12 @@
 tokenserver's production server: granian (HTTP in Rust, the app in Python
 threads over WSGI), chosen by measurement (README, "Benchmark"):
 
-    .venv/bin/python serve.py
+    .venv/bin/python serve.py [--refresher]
 
-`make bench` runs exactly this command. It collects the console's static files
+`make bench` runs exactly this command; `make serve` runs it with --refresher
+(after the migrations): `manage.py refresh_tokens --loop` beside the server, so
+tokens are refreshed ahead of time without any app asking; started again if it
+dies, stopped with the server (Ctrl-C, SIGTERM). It collects the console's static files
 first (manage.py collectstatic), then serves. Knobs, from the environment:
 
     TOKENSERVER_BIND   address to listen on (default 127.0.0.1:8000; behind a proxy
@@ -14,15 +17,22 @@ first (manage.py collectstatic), then serves. Knobs, from the environment:
                        requests a worker serves at once, some of them possibly
                        waiting on a provider
     LOG_LEVEL          granian's own log level, like tokenserver's (default INFO)
+    TOKENSERVER_REFRESH_INTERVAL
+                       with --refresher: seconds between the refresher's passes
+                       (default: refresh_tokens' own, 30)
 
 gunicorn.conf.py is the measured alternative (`.venv/bin/gunicorn -c
 gunicorn.conf.py tokenserver.wsgi`), with the same knobs.
 """
 
+import argparse
+import ctypes
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 # granian's Rust side allocates with jemalloc, which by default keeps freed pages for
@@ -64,9 +74,97 @@ def collect_static_files():
     )
 
 
-def main():
+def _die_with_parent():
+    """In the refresher, before it runs: SIGTERM when serve.py dies, even by SIGKILL."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Refresher:
+    """
+    `manage.py refresh_tokens --loop` beside the server: started with it, started
+    again (after RESTART_DELAY) if it exits, stopped with it. It runs in a session of
+    its own, so a Ctrl-C in the terminal reaches serve.py only, which stops it; it
+    also gets SIGTERM if serve.py itself is killed. Several hosts may each run one:
+    each refresh is single-flight.
+    """
+
+    RESTART_DELAY = 2.0
+
+    def __init__(self, interval: str | None):
+        self.command = [sys.executable, "manage.py", "refresh_tokens", "--loop"]
+        if interval:
+            self.command += ["--interval", interval]
+        self.process = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name="refresher", daemon=True)
+
+    def _spawn(self):
+        return subprocess.Popen(  # noqa: S603 - our own manage.py, with our own arguments
+            self.command, cwd=BASE_DIR, start_new_session=True, preexec_fn=_die_with_parent
+        )
+
+    def start(self):
+        self.process = self._spawn()
+        self.thread.start()
+
+    def _supervise(self):
+        while True:
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            print(
+                f"serve.py: the refresher exited with {code}; starting it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            if self.stopping.wait(self.RESTART_DELAY):
+                return
+            self.process = self._spawn()
+
+    def stop(self, timeout=15.0):
+        self.stopping.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="tokenserver's production server (granian); knobs in the environment: "
+        "TOKENSERVER_BIND, WEB_CONCURRENCY, WEB_THREADS, LOG_LEVEL."
+    )
+    parser.add_argument(
+        "--refresher",
+        action="store_true",
+        help="also run `manage.py refresh_tokens --loop` beside the server, restarted if it "
+        "dies and stopped with the server (interval: TOKENSERVER_REFRESH_INTERVAL)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
     collect_static_files()
+    refresher = None
+    if args.refresher:
+        refresher = Refresher(os.environ.get("TOKENSERVER_REFRESH_INTERVAL"))
+        refresher.start()
+    try:
+        serve(host, port)
+    finally:
+        if refresher is not None:
+            refresher.stop()
+
+
+def serve(host, port):
+    """granian, until SIGTERM or Ctrl-C."""
     workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or multiprocessing.cpu_count()
     threads = int(os.environ.get("WEB_THREADS", 0)) or 4
     level = os.environ.get("LOG_LEVEL", "INFO").lower()

@@ -5,16 +5,20 @@ the console is styled with nothing collected beforehand (issue 12), and SIGTERM
 stops it promptly.
 """
 
+import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 
+from tests.factories import stored_token
 from tests.helpers import ChildProcess, child_env, free_port, wait_until
+from tokens.models import StoredToken
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -134,3 +138,94 @@ def test_serve_stops_on_sigterm(production_server):
 
     wait_until(lambda: server.process.poll() is not None, 35, message="serve.py did not stop")
     assert server.process.returncode == 0
+
+
+# --- The refresher beside the server (issue 13: one production command) ----------------
+
+
+def cmdline(pid) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def children_of(pid) -> list[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def refreshers_of(pid) -> list[int]:
+    return [child for child in children_of(pid) if "refresh_tokens" in cmdline(child)]
+
+
+@pytest.fixture
+def server_with_refresher(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ChildProcess(
+        [sys.executable, "serve.py", "--refresher"],
+        env=child_env(
+            TOKENSERVER_BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY="1",
+            WEB_THREADS="2",
+            ALLOWED_HOSTS="127.0.0.1",
+            LOG_LEVEL="WARNING",
+            STATIC_ROOT=str(tmp_path / "static"),
+            TOKENSERVER_REFRESH_INTERVAL="1",
+        ),
+        log=tmp_path / "serve.log",
+        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
+        start_timeout=60,
+    )
+    with server:
+        yield server
+
+
+def test_the_refresher_runs_beside_the_server_and_refreshes_unasked(
+    server_with_refresher, upstream, wechat_secret
+):
+    # A token 10 s from expiring, well inside its realm's margin: nobody asks for it.
+    upstream.reply("/cgi-bin/token", {"access_token": "REFRESHED", "expires_in": 7200})
+    stored_token(wechat_secret, token="OLD", age=7190, left=10)
+
+    wait_until(
+        lambda: StoredToken.objects.get(secret=wechat_secret).token == "REFRESHED",
+        30,
+        message="the refresher refreshed the token",
+    )
+    assert len(refreshers_of(server_with_refresher.pid)) == 1
+
+
+def test_a_refresher_that_dies_is_started_again(server_with_refresher):
+    first = wait_until(lambda: refreshers_of(server_with_refresher.pid), 30)[0]
+
+    os.kill(first, signal.SIGKILL)
+
+    again = wait_until(
+        lambda: [pid for pid in refreshers_of(server_with_refresher.pid) if pid != first],
+        30,
+        message="a new refresher",
+    )
+    assert again
+
+
+def test_sigterm_stops_the_server_and_its_refresher(server_with_refresher):
+    refresher = wait_until(lambda: refreshers_of(server_with_refresher.pid), 30)[0]
+
+    server_with_refresher.process.send_signal(signal.SIGTERM)
+
+    wait_until(lambda: server_with_refresher.process.poll() is not None, 40)
+    assert server_with_refresher.process.returncode == 0
+    wait_until(
+        lambda: (
+            not Path(f"/proc/{refresher}").exists() or "refresh_tokens" not in cmdline(refresher)
+        ),
+        10,
+        message="the refresher stopped",
+    )
