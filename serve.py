@@ -60,6 +60,11 @@ def bind_address(text):
     return host.strip("[]"), int(port)
 
 
+def say_which_backends():
+    """Which database, cache and lock the workers will use (`manage.py backends`)."""
+    subprocess.run([sys.executable, "manage.py", "backends"], cwd=BASE_DIR, check=True)
+
+
 def collect_static_files():
     """
     The console's static files (the admin's CSS and scripts), collected into
@@ -151,6 +156,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
+    say_which_backends()
     collect_static_files()
     refresher = None
     if args.refresher:

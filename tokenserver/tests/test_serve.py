@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
+from django.db import connection
 
 from tests.factories import stored_token
 from tests.helpers import ChildProcess, child_env, free_port, wait_until
@@ -63,13 +64,18 @@ def production_server(request, tmp_path):
         yield server, base
 
 
-def test_serve_answers(production_server):
-    _, base = production_server
+def test_serve_answers_and_says_which_backends(production_server):
+    server, base = production_server
 
     answer = requests.get(f"{base}/healthz", timeout=5)
 
     assert answer.status_code == 200
     assert answer.json()["status"] == "ok"
+    said = server.log_tail(5000)
+    assert "database: " in said and "cache: " in said and "lock: " in said
+    if connection.vendor == "mysql":
+        assert "MySQL/MariaDB at" in said
+    assert "@" not in said.split("database: ")[1].splitlines()[0]  # no user or password
 
 
 # Run in a fresh interpreter: an import hook notes the allocator's configuration at
