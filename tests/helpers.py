@@ -209,3 +209,34 @@ class ChildProcess:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def production_server(command, tmp_path, **env) -> ChildProcess:
+    """
+    A production server command (serve.py, gunicorn with its config file) on the test
+    database, one worker, DEBUG off, an empty STATIC_ROOT (as on a fresh clone), on a
+    free port; ready when /healthz answers 200. `.base` is its URL. Use it with `with`.
+    """
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ChildProcess(
+        command,
+        env=child_env(
+            **{
+                "TOKENSERVER_BIND": f"127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "1",
+                "WEB_THREADS": "2",
+                "ALLOWED_HOSTS": "127.0.0.1",
+                "DEBUG": "off",
+                "TOKENSERVER_HTTPS": "off",
+                "LOG_LEVEL": "WARNING",
+                "STATIC_ROOT": str(tmp_path / "static"),
+                **env,
+            }
+        ),
+        log=tmp_path / "serve.log",
+        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
+        start_timeout=60,
+    )
+    server.base = base
+    return server

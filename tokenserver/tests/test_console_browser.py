@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import sync_playwright
 
 from tests.factories import STAFF_PASSWORD, ArgumentFactory, RealmFactory, SecretFactory
-from tests.helpers import ChildProcess, child_env, free_port
+from tests.helpers import production_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -68,27 +67,8 @@ def operator_and_a_secret(django_user_model):
 
 
 def console_server(tmp_path, **env):
-    """serve.py with DEBUG off on the test database (a ChildProcess: use it with `with`)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = ChildProcess(
-        [sys.executable, "serve.py"],
-        env=child_env(
-            TOKENSERVER_BIND=f"127.0.0.1:{port}",
-            WEB_CONCURRENCY="1",
-            ALLOWED_HOSTS="127.0.0.1",
-            DEBUG="off",
-            TOKENSERVER_HTTPS="off",
-            LOG_LEVEL="WARNING",
-            STATIC_ROOT=str(tmp_path / "static"),
-            **env,
-        ),
-        log=tmp_path / "serve.log",
-        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
-        start_timeout=60,
-    )
-    server.base = base
-    return server
+    """serve.py with DEBUG off on the test database (use it with `with`)."""
+    return production_server([sys.executable, "serve.py"], tmp_path, **env)
 
 
 @pytest.fixture

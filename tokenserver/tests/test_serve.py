@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import connection
 
 from tests.factories import stored_token
-from tests.helpers import ChildProcess, child_env, free_port, wait_until
+from tests.helpers import child_env, wait_until
+from tests.helpers import production_server as serve_process
 from tokens.models import StoredToken
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,28 +41,8 @@ COMMANDS = {
 
 @pytest.fixture(params=["serve.py"])
 def production_server(request, tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = ChildProcess(
-        COMMANDS[request.param],
-        env=child_env(
-            TOKENSERVER_BIND=f"127.0.0.1:{port}",
-            WEB_CONCURRENCY="1",
-            WEB_THREADS="2",
-            ALLOWED_HOSTS="127.0.0.1",
-            DEBUG="off",
-            TOKENSERVER_HTTPS="off",
-            # An empty folder, as on a fresh clone: serve.py must collect the files itself.
-            STATIC_ROOT=str(tmp_path / "static"),
-            LOG_LEVEL="WARNING",
-        ),
-        cwd=settings.BASE_DIR,
-        log=tmp_path / "serve.log",
-        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
-        start_timeout=60,
-    )
-    with server:
-        yield server, base
+    with serve_process(COMMANDS[request.param], tmp_path) as server:
+        yield server, server.base
 
 
 def test_serve_answers_and_says_which_backends(production_server):
@@ -172,24 +153,8 @@ def refreshers_of(pid) -> list[int]:
 
 @pytest.fixture
 def server_with_refresher(tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = ChildProcess(
-        [sys.executable, "serve.py", "--refresher"],
-        env=child_env(
-            TOKENSERVER_BIND=f"127.0.0.1:{port}",
-            WEB_CONCURRENCY="1",
-            WEB_THREADS="2",
-            ALLOWED_HOSTS="127.0.0.1",
-            LOG_LEVEL="WARNING",
-            STATIC_ROOT=str(tmp_path / "static"),
-            TOKENSERVER_REFRESH_INTERVAL="1",
-        ),
-        log=tmp_path / "serve.log",
-        ready=lambda: requests.get(f"{base}/healthz", timeout=1).status_code == 200,
-        start_timeout=60,
-    )
-    with server:
+    command = [sys.executable, "serve.py", "--refresher"]
+    with serve_process(command, tmp_path, TOKENSERVER_REFRESH_INTERVAL="1") as server:
         yield server
 
 
