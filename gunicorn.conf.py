@@ -5,7 +5,7 @@ README, "Benchmark"):
     .venv/bin/gunicorn -c gunicorn.conf.py tokenserver.wsgi
 
 `make bench BENCH_ARGS="--server gunicorn-sync,gunicorn-gthread"` runs it. The
-same knobs as serve.py, from the environment:
+same knobs as serve.py, from the environment or .env:
 
     TOKENSERVER_BIND   address to listen on (default 127.0.0.1:8000)
     WEB_CONCURRENCY    worker processes (default: 2 per core)
@@ -18,6 +18,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tokenserver.envfile import read_env_file  # noqa: E402 - after the path
+
+# The knobs below may come from .env, like every setting (the environment wins).
+read_env_file()
 
 bind = os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000")
 

@@ -8,7 +8,7 @@ threads over WSGI), chosen by measurement (README, "Benchmark"):
 (after the migrations): `manage.py refresh_tokens --loop` beside the server, so
 tokens are refreshed ahead of time without any app asking; started again if it
 dies, stopped with the server (Ctrl-C, SIGTERM). It collects the console's static files
-first (manage.py collectstatic), then serves. Knobs, from the environment:
+first (manage.py collectstatic), then serves. Knobs, from the environment or .env:
 
     TOKENSERVER_BIND   address to listen on (default 127.0.0.1:8000; behind a proxy
                        on another host, e.g. 0.0.0.0:8000)
@@ -48,6 +48,8 @@ from granian import Granian  # noqa: E402 - after the allocator's configuration
 from granian.constants import Interfaces  # noqa: E402
 from granian.http import HTTP1Settings  # noqa: E402
 from granian.log import LogLevels  # noqa: E402
+
+from tokenserver.envfile import read_env_file  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -141,8 +143,8 @@ class Refresher:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="tokenserver's production server (granian); knobs in the environment: "
-        "TOKENSERVER_BIND, WEB_CONCURRENCY, WEB_THREADS, LOG_LEVEL."
+        description="tokenserver's production server (granian); knobs in the environment "
+        "or .env: TOKENSERVER_BIND, WEB_CONCURRENCY, WEB_THREADS, LOG_LEVEL."
     )
     parser.add_argument(
         "--refresher",
@@ -155,6 +157,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The knobs below may come from .env, like every setting (the environment wins).
+    read_env_file()
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
     say_which_backends()
     collect_static_files()
