@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve test setup migrate lint bench clean
+.PHONY: run demo serve test setup migrate lint bench clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -51,6 +51,13 @@ run: migrate
 	@echo "  DJANGO_SUPERUSER_PASSWORD=... $(PY) manage.py createsuperuser --noinput"
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+# The README's walkthrough offline: a WeChat-format provider on 127.0.0.1:8090, a realm,
+# a secret and an app client for it (printed), and the server of `make run`, allowed to
+# fetch from loopback. Ctrl-C stops both.
+demo: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS=127.0.0.1/32 $(PY) manage.py demo --serve $(HOST):$(PORT)
 
 # The console's browser tests drive Debian's Chromium (never a browser download).
 CHROMIUM := /usr/bin/chromium

@@ -44,7 +44,8 @@ class TokenView(ScopedAPIView):
                 raise PermissionDenied(f"This call needs the scope {TOKEN_FLUSH}.")
             if not user.may_read(params["realm"], params["key"]):
                 raise PermissionDenied(
-                    "This client's allowed patterns do not cover this realm and key."
+                    f"This client's allowed patterns do not cover realm {params['realm']!r}, "
+                    f"key {params['key']!r}."
                 )
         result = token_get(
             params["realm"],

@@ -144,13 +144,15 @@ def address_refusal(address: str) -> str | None:
         if not (_is_public(ipv4) or _within(ipv4, _allowed_networks())):
             return (
                 f"{ip} ({form}) embeds {ipv4}, a loopback, private or otherwise non-public "
-                "address (allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS)"
+                "address (allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS in .env or the "
+                "environment, then restart the server)"
             )
     if decides or _is_public(ip):
         return None
     return (
         f"{ip} is a loopback, private or otherwise non-public address "
-        "(allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS)"
+        "(allow it with TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS in .env or the environment, "
+        "then restart the server)"
     )
 
 

@@ -288,6 +288,10 @@ def test_client_outside_its_patterns_gets_403(make_client, stored_token, allow):
 
     assert response.status_code == 403
     assert "WX-TOKEN" not in response.content.decode()
+    # Issue 13: the refusal names what it refused.
+    assert response.json()["detail"] == (
+        "This client's allowed patterns do not cover realm 'wxgzh', key 'wxgzh_secret'."
+    )
     assert "patterns" in response.json()["detail"]
 
 

@@ -288,8 +288,10 @@ def test_loadpreset_command_errors():
     with pytest.raises(CommandError, match="Unknown preset"):
         call_command("loadpreset", "nope")
     call_command("loadpreset", "wecom")
-    with pytest.raises(CommandError, match="exists"):
+    # Issue 13: the refusal names the flags that get past it.
+    with pytest.raises(CommandError, match="'wecom' exists: .* --id, or .* --replace"):
         call_command("loadpreset", "wecom")
+    call_command("loadpreset", "wecom", "--replace")
     with pytest.raises(CommandError, match="slug"):
         call_command("loadpreset", "wecom", "--id", "not a slug")
 

@@ -1,3 +1,5 @@
+import json
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -29,10 +31,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--comment", default="", help="free text for operators")
         parser.add_argument(
-            "--json", action="store_true", help='print {"client_id", "client_secret"} as JSON'
+            "--json",
+            dest="as_json",
+            action="store_true",
+            help='print {"client_id", "client_secret"} as JSON',
         )
 
-    def handle(self, *args, name, scope, allow, comment, json: bool, **options):
+    def handle(self, *args, name, scope, allow, comment, as_json: bool, **options):
         if not scope:
             raise CommandError(f"Grant at least one --scope ({', '.join(SCOPES)}).")
         scopes = [part for value in scope for part in value.replace(",", " ").split()]
@@ -40,12 +45,8 @@ class Command(BaseCommand):
             client, secret = client_create(name, scopes=scopes, allow=allow, comment=comment)
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
-        if json:
-            import json as json_module
-
-            self.stdout.write(
-                json_module.dumps({"client_id": client.client_id, "client_secret": secret})
-            )
+        if as_json:
+            self.stdout.write(json.dumps({"client_id": client.client_id, "client_secret": secret}))
             return
         self.stdout.write(f"client_id:     {client.client_id}")
         self.stdout.write(f"client_secret: {secret}")

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from realms.presets import presets, realm_from_preset
-from tokenserver.errors import ServiceError
+from tokenserver.errors import Conflict, ServiceError
 
 
 class Command(BaseCommand):
@@ -33,6 +33,11 @@ class Command(BaseCommand):
             return
         try:
             realm = realm_from_preset(name, realm_id, replace=replace)
+        except Conflict:
+            raise CommandError(
+                f"Realm {realm_id or name!r} exists: choose another id with --id, "
+                "or overwrite it with --replace."
+            ) from None
         except ServiceError as error:
             raise CommandError(error.detail) from None
         except ValidationError as error:
