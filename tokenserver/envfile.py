@@ -24,6 +24,7 @@ TOKENSERVER_ENCRYPTION_KEYS={encryption_key}
 # ALLOWED_HOSTS=localhost,127.0.0.1
 # DATABASE_URL=mysql://user:password@127.0.0.1:3306/tokenserver
 # REDIS_URL=redis://127.0.0.1:6379/0
+#   or Redis behind Sentinel: redis+sentinel://host1:26379,host2:26379,host3:26379/mymaster/0
 """
 
 
