@@ -98,7 +98,7 @@ def child_env(**extra) -> dict:
         **CHILD_ENV,
         **extra,
     }
-    if settings.REDIS_URL:
+    if settings.REDIS_URL and "REDIS_URL" not in extra:  # a test may name another Redis
         env["REDIS_URL"] = settings.REDIS_URL
     return env
 

@@ -66,7 +66,8 @@ SETTINGS = {
         (
             "REDIS_URL",
             "",
-            "e.g. redis://127.0.0.1:6379/0: one cache, lock and rate limit for all workers",
+            "e.g. redis://127.0.0.1:6379/0: one cache, lock and rate limit for all workers; "
+            "behind Sentinel: redis+sentinel://host1:26379,host2:26379,host3:26379/mymaster/0",
         ),
         ("REDIS_MAX_CONNECTIONS", "100", "Redis connections per worker process"),
         (

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from tokenserver.rates import parse_rate
+from tokenserver.sentinel import is_sentinel_url, sentinel_cache_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -143,18 +144,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="tokenserver")
 if REDIS_URL:
+    # redis://host:port/db, or Redis behind Sentinel:
+    # redis+sentinel://host:26379,host2:26379/service/db (tokenserver/sentinel.py;
+    # a malformed one is refused here, at start-up).
+    _redis_options = {"CLIENT_CLASS": "django_redis.client.DefaultClient"}
+    _redis_location = REDIS_URL
+    if is_sentinel_url(REDIS_URL):
+        _redis_location, _sentinel_options = sentinel_cache_options(REDIS_URL)
+        _redis_options.update(_sentinel_options)
+    else:
+        # More threads than connections wait (up to 2 s) for one,
+        # instead of failing (which would count as Redis being down).
+        _redis_options["CONNECTION_POOL_CLASS"] = "redis.BlockingConnectionPool"
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": _redis_location,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                **_redis_options,
                 "SOCKET_CONNECT_TIMEOUT": 2,
                 "SOCKET_TIMEOUT": 2,
-                # More threads than connections wait (up to 2 s) for one,
-                # instead of failing (which would count as Redis being down).
-                "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
                 "CONNECTION_POOL_KWARGS": {
                     "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=100),
                     "timeout": 2,

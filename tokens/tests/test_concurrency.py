@@ -8,14 +8,15 @@ configuration the suite runs on: SQLite + local-memory cache + database lock,
 or MariaDB + Redis + Redis lock.
 """
 
+import sys
 import time
 
 import pytest
 import requests
 from rest_framework.test import APIClient
 
-from tests.factories import stored_token
-from tests.helpers import run_at_once, wait_until
+from tests.factories import RealmFactory, SecretFactory, stored_token
+from tests.helpers import ChildProcess, child_env, run_at_once, wait_until
 from tokens.models import FetchLog, StoredToken
 from tokens.services import token_get
 from tokens.testing import numbered_tokens
@@ -133,3 +134,38 @@ def test_300_flushes_across_4_processes_cause_one_upstream_call(upstream, wechat
     assert {body["token"] for _, body in results} == {"TOKEN-1"}
     assert len(upstream.calls("/cgi-bin/token")) == 1
     assert FetchLog.objects.filter(trigger="flush", outcome="ok").count() == 1
+
+
+# --- Several refreshers (issue 13: the refresher on more than one host) -------------
+
+
+def test_two_refreshers_at_once_fetch_each_due_token_once(upstream, tmp_path):
+    # Two `refresh_tokens` processes (two hosts' refreshers) start a pass together and
+    # both find the same 5 tokens due: each refresh goes through the secret's single
+    # flight (its lock, then a second look), so every token is fetched once in all.
+    realm = RealmFactory(url=upstream.url(), refresh_margin=300, timeout=10)
+    secrets = [SecretFactory(realm=realm) for _ in range(5)]
+    for secret in secrets:
+        stored_token(secret, age=7100, left=100)
+    # A slow upstream: the second refresher's pass starts before the first's ends.
+    upstream.reply_with("/token", numbered_tokens(delay=2.0))
+    command = [sys.executable, "manage.py", "refresh_tokens", "--interval", "30"]
+
+    refreshers = [
+        ChildProcess(command, env=child_env(LOG_LEVEL="INFO"), log=tmp_path / f"r{n}.log")
+        for n in (1, 2)
+    ]
+    try:
+        for refresher in refreshers:
+            refresher.start()
+        for refresher in refreshers:
+            assert refresher.process.wait(timeout=60) == 0, refresher.log_tail()
+    finally:
+        for refresher in refreshers:
+            refresher.stop()
+
+    said = [refresher.log_tail() for refresher in refreshers]
+    assert all("5 due" in line for line in said), said  # they did race for the same 5
+    assert len(upstream.calls()) == 5
+    assert FetchLog.objects.filter(trigger="refresher", outcome="ok").count() == 5
+    assert len({StoredToken.objects.get(secret=s).token for s in secrets}) == 5

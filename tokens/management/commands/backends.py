@@ -5,6 +5,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from tokenserver import sentinel
+from tokenserver.sentinel import is_sentinel_url
+
 
 def describe_backends() -> list[str]:
     """One line each for the database, the cache and the lock; never a password."""
@@ -14,7 +17,9 @@ def describe_backends() -> list[str]:
     else:
         where = f"{database['HOST'] or 'localhost'}:{database['PORT'] or 3306}"
         database_line = f"database: MySQL/MariaDB at {where}, database {database['NAME']}"
-    if settings.REDIS_URL:
+    if is_sentinel_url(settings.REDIS_URL):
+        cache_line = f"cache: {sentinel.describe(settings.REDIS_URL)}"
+    elif settings.REDIS_URL:
         redis = urlsplit(settings.REDIS_URL)
         cache_line = f"cache: Redis at {redis.hostname}:{redis.port or 6379}{redis.path or '/0'}"
     else:
