@@ -24,6 +24,12 @@ TOKENSERVER_ENCRYPTION_KEYS={encryption_key}
 # ALLOWED_HOSTS=localhost,127.0.0.1
 # DATABASE_URL=mysql://user:password@127.0.0.1:3306/tokenserver
 # REDIS_URL=redis://127.0.0.1:6379/0
+# Failure notifications (README, "Failure notifications"): a webhook, signed.
+# TOKENSERVER_WEBHOOK_URL=
+# TOKENSERVER_WEBHOOK_SECRET=
+# TOKENSERVER_WEBHOOK_TIMEOUT=5
+# TOKENSERVER_WEBHOOK_MAX_TRIES=6
+# TOKENSERVER_WEBHOOK_RETRY_BASE=10
 """
 
 
