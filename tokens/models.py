@@ -246,6 +246,14 @@ class RefreshHealth(models.Model):
     def failing(self) -> bool:
         return self.state == self.State.FAILING
 
+    def label(self) -> str:
+        """ "ok", or "failing since 2026-12-03 03:04:05, 3 attempts" (local time)."""
+        if not self.failing:
+            return "ok"
+        since = timezone.localtime(self.failing_since)
+        plural = "" if self.attempts == 1 else "s"
+        return f"failing since {since:%Y-%m-%d %H:%M:%S}, {self.attempts} attempt{plural}"
+
     def error_text(self) -> str:
         """The last error as an operator reads it: "upstream_error 40013 invalid appid"."""
         return " ".join(

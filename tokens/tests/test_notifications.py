@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from tests.factories import WEBHOOK_SECRET, SecretFactory
 from tests.helpers import child_env, free_port, run_at_once, wait_until
+from tokens.dashboard import dashboard_summary, needs_attention
 from tokens.models import FetchLog, Notification, RefreshHealth
 from tokens.notifications import SIGNATURE_HEADER, notifications_send_due, sender
 from tokens.refresh_health import failing_secrets_per_realm, refresh_failed, refresh_succeeded
@@ -452,3 +453,82 @@ def test_bad_retry_settings_stop_the_start_up(given):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert next(iter(given)) in result.stderr
+
+
+# --- The console reads the same state ----------------------------------------------------
+
+SECRETS = "/admin/secrets/secret/"
+
+
+def test_the_secret_list_says_since_when_a_refresh_fails_and_filters_on_it(
+    console, upstream, wechat_secret
+):
+    healthy = SecretFactory(realm=wechat_secret.realm, name="healthy")
+    upstream.reply(TOKEN_PATH, REFUSED)
+    fail(wechat_secret)
+    fail(wechat_secret)
+    since = timezone.localtime(RefreshHealth.objects.get(secret=wechat_secret).failing_since)
+
+    page = console.get(SECRETS).content.decode()
+    failing_only = console.get(SECRETS, {"refresh": "failing"}).content.decode()
+    ok_only = console.get(SECRETS, {"refresh": "ok"}).content.decode()
+
+    assert f"failing since {since:%Y-%m-%d %H:%M:%S}, 2 attempts" in page
+    assert "wxgzh_secret" in failing_only and healthy.name not in failing_only
+    assert healthy.name in ok_only and "wxgzh_secret" not in ok_only
+
+
+def test_the_secret_page_shows_the_last_error_and_the_recovery(console, upstream, wechat_secret):
+    upstream.reply(TOKEN_PATH, REFUSED)
+    fail(wechat_secret)
+    page = f"{SECRETS}{wechat_secret.pk}/change/"
+
+    failing = console.get(page).content.decode()
+    upstream.reply(TOKEN_PATH, GRANTED)
+    token_get("wxgzh", "wxgzh_secret", flush=True)
+    recovered = console.get(page).content.decode()
+
+    assert "1 attempt; last error: upstream_error 40013 invalid appid" in failing
+    assert "ok since" in recovered
+    assert "(the last failure: upstream_error 40013 invalid appid)" in recovered
+    for text in (failing, recovered):
+        assert wechat_secret.key_2 not in text and GRANTED["access_token"] not in text
+
+
+def test_the_dashboard_counts_failing_secrets_and_says_since_when(console, upstream, wechat_secret):
+    upstream.reply(TOKEN_PATH, REFUSED)
+    fail(wechat_secret)
+    fail(wechat_secret)
+    health = RefreshHealth.objects.get(secret=wechat_secret)
+
+    summary = dashboard_summary(timezone.now())
+    [row] = needs_attention(timezone.now()).failing.rows
+    index = console.get("/admin/").content.decode()
+
+    assert summary.refresh_failing == 1
+    assert (row["key"], row["failing_since"], row["attempts"]) == (
+        "wxgzh_secret",
+        health.failing_since,
+        2,
+    )
+    assert "secrets failing to refresh" in index
+    assert "2 attempts" in index
+
+
+def test_notifications_are_listed_read_only_in_the_console(console, wechat_secret):
+    Notification.objects.create(
+        realm="wxgzh",
+        key="wxgzh_secret",
+        outcome="failing",
+        fetch_outcome="timeout",
+        failing_since=timezone.now(),
+        attempts=1,
+        tries=6,
+        done=True,
+        last_error="HTTP 500",
+    )
+
+    page = console.get("/admin/tokens/notification/").content.decode()
+
+    assert "given up" in page and "HTTP 500" in page
+    assert console.get("/admin/tokens/notification/add/").status_code == 403
