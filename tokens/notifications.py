@@ -123,8 +123,11 @@ def _claimable(now: datetime) -> Q:
 def notifications_send_due(now: datetime | None = None) -> int:
     """
     Send every notification that is due and that no other process is sending
-    (at most BATCH), one try each. Returns how many were claimed.
+    (at most BATCH), one try each. Returns how many were claimed. Without a
+    webhook configured (any more), nothing is sent: rows wait for one.
     """
+    if not settings.TOKENSERVER_WEBHOOK_URL:
+        return 0
     now = now or timezone.now()
     due = list(
         Notification.objects.filter(_claimable(now), next_try_at__lte=now)

@@ -27,7 +27,9 @@ from tokens.models import FetchLog, Notification, RefreshHealth
 from tokens.notifications import SIGNATURE_HEADER, notifications_send_due, sender
 from tokens.refresh_health import failing_secrets_per_realm, refresh_failed, refresh_succeeded
 from tokens.services import token_get, token_test_fetch
+from tokens.tests.test_faults import database_down
 from tokenserver.errors import UpstreamError, UpstreamUnavailable
+from tokenserver.outbox import outbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -293,6 +295,27 @@ def test_the_guard_applies_at_delivery_too(webhook, settings, upstream, wechat_s
     recovered = Notification.objects.get(outcome="recovered")
     assert recovered.status == "given up"
     assert "127.0.0.1 refused: 127.0.0.1 is a loopback" in recovered.last_error
+
+
+def test_a_failure_seen_while_the_database_is_down_is_notified_once_it_is_back(
+    webhook, upstream, wechat_secret, caplog
+):
+    upstream.reply(TOKEN_PATH, REFUSED)
+    tables = ["tokens_fetchlog", "tokens_refreshhealth", "tokens_notification"]
+
+    with database_down(writes_to=tables):
+        fail(wechat_secret)
+    # Deferred with the fetch log's row (tokenserver.outbox), in order.
+    assert "database write deferred" in caplog.text
+
+    def flushed():
+        outbox.flush()
+        return len(outbox) == 0
+
+    wait_until(flushed, timeout=10, message="the pending writes landed")
+    wait_until(lambda: settled() and len(webhook.calls("/hook")) == 1)
+    assert received(webhook)[0]["outcome"] == "failing"
+    assert RefreshHealth.objects.get(secret=wechat_secret).failing
 
 
 def test_a_notification_left_pending_is_sent_by_the_refresher(webhook, wechat_secret):
