@@ -156,9 +156,16 @@ def _post(body: bytes, headers: dict) -> str | None:
             session.trust_env = False  # no proxy or .netrc from the environment
             session.mount("http://", upstream.GuardedAdapter())
             session.mount("https://", upstream.GuardedAdapter())
+            # The answer's status is all that counts: its body is not read.
             response = session.post(
-                url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                stream=True,
             )
+            response.close()
     except netguard.RefusedDestination as refused:
         return str(refused)[:300]
     except requests.RequestException as error:
