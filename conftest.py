@@ -16,8 +16,15 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from tests.factories import STAFF_PASSWORD, ArgumentFactory, RealmFactory, SecretFactory
+from tests.factories import (
+    STAFF_PASSWORD,
+    WEBHOOK_SECRET,
+    ArgumentFactory,
+    RealmFactory,
+    SecretFactory,
+)
 from tests.helpers import ChildProcess, child_env, free_port
+from tokens.notifications import sender as notification_sender
 from tokens.testing import FakeUpstream, gunicorn_command
 from tokenserver.cache import local_windows
 
@@ -28,6 +35,33 @@ from tokenserver.cache import local_windows
 def upstream():
     with FakeUpstream() as fake:
         yield fake
+
+
+# --- Failure notifications -----------------------------------------------------
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A webhook receiver on a real socket (127.0.0.1, a free port): answers /hook 200."""
+    with FakeUpstream() as receiver:
+        receiver.reply("/hook", {"ok": True})
+        yield receiver
+
+
+@pytest.fixture
+def webhook(settings, webhook_receiver):
+    """
+    Failure notifications on, to `webhook_receiver`, with fast retries (3 tries,
+    0.05 s then 0.1 s apart) and a short timeout; the sender thread is stopped
+    after the test (before its database goes). Yields the receiver.
+    """
+    settings.TOKENSERVER_WEBHOOK_URL = webhook_receiver.url("/hook")
+    settings.TOKENSERVER_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.TOKENSERVER_WEBHOOK_RETRY_BASE = 0.05
+    settings.TOKENSERVER_WEBHOOK_MAX_TRIES = 3
+    settings.TOKENSERVER_WEBHOOK_TIMEOUT = 1.0
+    yield webhook_receiver
+    notification_sender.stop()
 
 
 # --- Server processes -----------------------------------------------------------

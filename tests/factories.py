@@ -14,6 +14,8 @@ from tokens.models import FetchLog, StoredToken
 
 #: The password of the `staff_user` fixture (HTTP Basic tests send it).
 STAFF_PASSWORD = "staff-password-for-tests"
+#: The failure notifications' signing secret (conftest's `webhook` fixture).
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef"  # noqa: S105 - a test value
 
 
 class RealmFactory(factory.django.DjangoModelFactory):

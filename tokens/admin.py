@@ -16,12 +16,13 @@ from realms.models import Realm
 from secret_store.admin import SecretAdmin
 from secret_store.models import Secret
 from secret_store.services import secret_set_enabled
-from tokens.models import FetchLog, StoredToken, TokenState
+from tokens.models import FetchLog, Notification, RefreshHealth, StoredToken, TokenState
 from tokens.services import token_clear, token_test_fetch
 from tokens.states import (
     RECENT_FETCHES,
     realm_token_counts,
     secret_recent_fetches,
+    secret_refresh_health,
     secret_token_fingerprint,
     secret_token_state,
     secrets_in_state,
@@ -44,6 +45,23 @@ class TokenStateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() in TokenState.values:
             return secrets_in_state(queryset, self.value())
+        return queryset
+
+
+class RefreshFilter(admin.SimpleListFilter):
+    """Secrets whose refreshes are failing, or not (tokens.refresh_health)."""
+
+    title = "refresh"
+    parameter_name = "refresh"
+
+    def lookups(self, request, model_admin):
+        return RefreshHealth.State.choices
+
+    def queryset(self, request, queryset):
+        if self.value() == RefreshHealth.State.FAILING:
+            return queryset.filter(refresh_health__state=RefreshHealth.State.FAILING)
+        if self.value() == RefreshHealth.State.OK:
+            return queryset.exclude(refresh_health__state=RefreshHealth.State.FAILING)
         return queryset
 
 
@@ -73,12 +91,18 @@ class SecretTokenAdmin(SecretAdmin):
     """
 
     change_form_template = "admin/tokens/secret/change_form.html"
-    list_display = ("name", "realm", "token_state", "last_fetch", "enabled")
-    list_filter = ("realm", TokenStateFilter, LastOutcomeFilter, "enabled")
+    list_display = ("name", "realm", "token_state", "refresh", "last_fetch", "enabled")
+    list_filter = ("realm", TokenStateFilter, RefreshFilter, LastOutcomeFilter, "enabled")
     # Named, so the changelist does not select_related() everything instead.
-    list_select_related = ("realm", "stored_token")
+    list_select_related = ("realm", "stored_token", "refresh_health")
     actions = ["test_fetch", "clear_token", "enable", "disable"]
-    token_fields = ("token_state_detail", "token_expires", "token_fingerprint", "recent_fetches")
+    token_fields = (
+        "token_state_detail",
+        "token_expires",
+        "token_fingerprint",
+        "refresh_detail",
+        "recent_fetches",
+    )
 
     def get_queryset(self, request):
         # One query for the whole page: the realm, the stored token and the last fetch.
@@ -93,8 +117,8 @@ class SecretTokenAdmin(SecretAdmin):
             return fieldsets
         return (
             *fieldsets,
-            ("Token (read-only)", {"fields": self.token_fields[:3]}),
-            ("Recent fetches", {"fields": self.token_fields[3:]}),
+            ("Token (read-only)", {"fields": self.token_fields[:4]}),
+            ("Recent fetches", {"fields": self.token_fields[4:]}),
         )
 
     # --- Columns and read-only fields -----------------------------------------
@@ -102,6 +126,22 @@ class SecretTokenAdmin(SecretAdmin):
     @admin.display(description="token")
     def token_state(self, obj):
         return secret_token_state(obj).label()
+
+    @admin.display(description="refresh", ordering="refresh_health__failing_since")
+    def refresh(self, obj):
+        # The same state the notifications and the dashboard tell (tokens.refresh_health).
+        health = secret_refresh_health(obj)
+        return health.label() if health else "-"
+
+    @admin.display(description="refresh")
+    def refresh_detail(self, obj):
+        health = secret_refresh_health(obj)
+        if health is None:
+            return "No refresh has failed."
+        if health.failing:
+            return f"{health.label()}; last error: {health.error_text() or '-'}"
+        recovered = _local(health.changed_at)
+        return f"ok since {recovered} (the last failure: {health.error_text() or '-'})"
 
     @admin.display(description="last fetch", ordering="last_fetch_at")
     def last_fetch(self, obj):
@@ -264,6 +304,43 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Failure notifications sent to the webhook (tokens.notifications), or waiting, or given up."""
+
+    list_display = (
+        "created_at",
+        "realm",
+        "key",
+        "outcome",
+        "attempts",
+        "status",
+        "tries",
+        "last_error",
+        "delivered_at",
+    )
+    list_filter = ("outcome", "done", "realm")
+    search_fields = ("realm", "key", "error_code", "error_message")
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "realm",
+        "key",
+        "outcome",
+        "fetch_outcome",
+        "error_code",
+        "error_message",
+        "failing_since",
+        "attempts",
+        "status",
+        "tries",
+        "next_try_at",
+        "last_error",
+        "delivered_at",
+    )
+    readonly_fields = fields
 
 
 @admin.register(StoredToken)

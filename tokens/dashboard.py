@@ -39,7 +39,7 @@ from django.db.models.lookups import LessThanOrEqual
 from realms.models import Realm
 from secret_store.models import Secret
 from tokens import guards
-from tokens.models import FetchLog, StoredToken
+from tokens.models import FetchLog, RefreshHealth, StoredToken
 
 #: How far back the fetch counts and the chart look.
 WINDOW = timedelta(hours=24)
@@ -68,6 +68,9 @@ class Summary:
     fetch_errors: int  # of those, every outcome but ok
     breakers_open: int | None  # None: the cache is down, nobody knows
     backing_off: int | None
+    #: Enabled secrets whose refreshes are failing (tokens.refresh_health: the state
+    #: the failure notifications tell).
+    refresh_failing: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class Bounded:
 @dataclass(frozen=True)
 class Attention:
     failing: Bounded  # dicts: realm, key, outcome, http_status, error_code, error_message,
-    #                   created_at, in_a_row
+    #                   created_at, in_a_row, failing_since and attempts (the refresh
+    #                   health's, None when it has none)
     expiring: Bounded  # dicts: secret_id, realm, key, expires_at
     guarded: list[guards.GuardState] | None  # None: the cache is down
     never_fetched: Bounded  # dicts: id, realm, key, created_at
@@ -136,7 +140,11 @@ def dashboard_summary(now: datetime) -> Summary:
     """The cards: five queries and one cache round trip."""
     realms = list(Realm.objects.values_list("id", "refresh_margin"))
     secrets = Secret.objects.aggregate(
-        total=Count("pk"), disabled=Count("pk", filter=Q(enabled=False))
+        total=Count("pk"),
+        disabled=Count("pk", filter=Q(enabled=False)),
+        refresh_failing=Count(
+            "pk", filter=Q(enabled=True, refresh_health__state=RefreshHealth.State.FAILING)
+        ),
     )
     states = _fetching_secrets().aggregate(
         never=Count("pk", filter=Q(stored_token__isnull=True)),
@@ -160,6 +168,7 @@ def dashboard_summary(now: datetime) -> Summary:
         fetch_errors=fetches["errors"],
         breakers_open=None if held is None else sum(1 for s in held if s.breaker_open_until),
         backing_off=None if held is None else sum(1 for s in held if s.backoff_until),
+        refresh_failing=secrets["refresh_failing"],
     )
 
 
@@ -219,7 +228,9 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
     """
     The lists under "needs attention", each bounded by `limit` with its total
     (newest failures first, soonest expiries first): four queries and one
-    cache round trip, five when something is failing.
+    cache round trip, five when something is failing. A failing secret's row
+    also says since when its refreshes fail and how many attempts failed
+    (tokens.refresh_health, the state the notifications tell), when known.
 
     A secret is failing when its latest fetch-log row is not ok (found
     through the (realm, key, created_at) index, a lookup per enabled secret
@@ -239,7 +250,17 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
         .order_by("-last_at", "pk"),
         limit,
         last_id=Subquery(latest.values("id")[:1]),
+        # Since when its refreshes fail, as the notifications told (a join, no query).
+        failing_since=F("refresh_health__failing_since"),
+        attempts=F("refresh_health__attempts"),
+        health_state=F("refresh_health__state"),
     )
+    health = {
+        row["last_id"]: (row["failing_since"], row["attempts"])
+        if row["health_state"] == RefreshHealth.State.FAILING
+        else (None, None)
+        for row in failing_secrets.rows
+    }
     # The rows shown, with how many attempts failed since the secret's last ok one.
     last_ok = _attempts_of(OuterRef("realm"), OuterRef("key")).filter(outcome=OK)
     since_last_ok = (
@@ -259,6 +280,7 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
             FetchLog.objects.filter(pk__in=[row["last_id"] for row in failing_secrets.rows])
             .order_by("-created_at", "-id")
             .values(
+                "id",
                 "realm",
                 "key",
                 "outcome",
@@ -272,6 +294,8 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
         if failing_secrets.rows
         else []
     )
+    for row in failing_rows:
+        row["failing_since"], row["attempts"] = health[row.pop("id")]
     failing = Bounded(failing_rows, failing_secrets.total)
 
     expiring = _bounded(

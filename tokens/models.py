@@ -201,3 +201,132 @@ class FetchLease(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class RefreshHealth(models.Model):
+    """
+    Whether a secret's refreshes are failing, kept in the database so every
+    worker process and host agrees (issue 13, "Failure notifications"). One
+    row per secret that has ever been fetched; it changes state only through
+    the conditional UPDATEs of tokens.refresh_health, so of several processes
+    that see the same failure (or the same recovery) exactly one makes the
+    transition and queues the notification. Holds error codes and scrubbed
+    messages (as the fetch log does), never a token or a secret value.
+    """
+
+    class State(models.TextChoices):
+        OK = "ok"
+        FAILING = "failing"
+
+    secret = models.OneToOneField(
+        Secret, on_delete=models.CASCADE, primary_key=True, related_name="refresh_health"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OK)
+    #: When the current run of failures began (None while ok).
+    failing_since = models.DateTimeField(null=True, blank=True)
+    #: Failed attempts (fetch-log rows) since `failing_since`; kept after a recovery,
+    #: for the record, until the next failure starts a new count.
+    attempts = models.PositiveIntegerField(default=0)
+    last_outcome = models.CharField(max_length=20, blank=True)
+    last_error_code = models.CharField(max_length=100, blank=True)
+    last_error_message = models.CharField(max_length=500, blank=True)
+    #: When the state last changed (failing began, or it recovered).
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "refresh health"
+        verbose_name_plural = "refresh health"
+        # The failing secrets per realm (the metric, the dashboard's count).
+        indexes = [models.Index(fields=["state"], name="refreshhealth_state")]
+
+    def __str__(self):
+        return f"refresh of {self.secret_id}: {self.state}"
+
+    @property
+    def failing(self) -> bool:
+        return self.state == self.State.FAILING
+
+    def label(self) -> str:
+        """ "ok", or "failing since 2026-12-03 03:04:05, 3 attempts" (local time)."""
+        if not self.failing:
+            return "ok"
+        since = timezone.localtime(self.failing_since)
+        plural = "" if self.attempts == 1 else "s"
+        return f"failing since {since:%Y-%m-%d %H:%M:%S}, {self.attempts} attempt{plural}"
+
+    def error_text(self) -> str:
+        """The last error as an operator reads it: "upstream_error 40013 invalid appid"."""
+        return " ".join(
+            filter(None, (self.last_outcome, self.last_error_code, self.last_error_message))
+        )
+
+
+class Notification(models.Model):
+    """
+    A failure notification (a secret's refresh started failing, or recovered)
+    waiting to be sent to the webhook, or sent: the outbox of
+    tokens.notifications. Written in the same transaction as the state change
+    it tells, so no crash or restart loses it; sent by a background thread of
+    whichever process claims it first (a lease, `claimed_until`), retried with
+    exponential backoff, then given up. Realm and key are copied as text so
+    the record outlives the secret. Never holds a token or a secret value:
+    error codes and scrubbed messages, as the fetch log.
+    """
+
+    class Outcome(models.TextChoices):
+        FAILING = "failing"
+        RECOVERED = "recovered"
+
+    realm = models.CharField(max_length=50)
+    key = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    #: The failed fetch's outcome (FetchLog.Outcome), code and message: for a
+    #: recovery, those of the last failure before it.
+    fetch_outcome = models.CharField(max_length=20, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    failing_since = models.DateTimeField()
+    #: Failed attempts so far (failing) or in all (recovered).
+    attempts = models.PositiveIntegerField()
+    #: When the state changed.
+    created_at = models.DateTimeField(default=timezone.now)
+
+    # Delivery.
+    tries = models.PositiveSmallIntegerField(default=0)
+    next_try_at = models.DateTimeField(default=timezone.now)
+    #: A sender's lease on this row: nobody else sends it before then.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    #: Set when sent (2xx) or given up: no further attempt.
+    done = models.BooleanField(default=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    #: What the last failed try met: "HTTP 500", "timeout", "unreachable", a refusal.
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        # The senders' question: what is due, soonest first.
+        indexes = [models.Index(fields=["done", "next_try_at"], name="notification_due")]
+
+    def __str__(self):
+        return f"{self.realm}/{self.key} {self.outcome}"
+
+    @property
+    def status(self) -> str:
+        if not self.done:
+            return "pending"
+        return "delivered" if self.delivered_at else "given up"
+
+    def payload(self) -> dict:
+        """The webhook's JSON body (README, "Failure notifications")."""
+        return {
+            "id": self.pk,
+            "realm": self.realm,
+            "key": self.key,
+            "outcome": self.outcome,
+            "fetch_outcome": self.fetch_outcome,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "failing_since": self.failing_since.isoformat(),
+            "attempts": self.attempts,
+            "at": self.created_at.isoformat(),
+        }

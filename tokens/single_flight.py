@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from realms.models import Realm
 from secret_store.models import Secret
@@ -26,6 +27,7 @@ from tokens import cache as token_cache
 from tokens import guards, upstream
 from tokens.locks import Lease, lock_for
 from tokens.models import FetchLog, StoredToken
+from tokens.refresh_health import refresh_failed, refresh_succeeded
 from tokens.results import Snapshot, TokenResult
 from tokenserver.errors import (
     LockWaitTimeout,
@@ -248,6 +250,7 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
                 error_code=refused.reason,
                 error_message=refused.detail[:500],
             )
+            _failed(secret, FetchLog.Outcome.REJECTED, refused.reason, refused.detail, attempt + 1)
             raise UpstreamUnavailable(
                 refused.detail, retry_after=refused.retry_after, outcome=FetchLog.Outcome.REJECTED
             ) from None
@@ -271,6 +274,7 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
                 time.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt)))  # noqa: S311
                 attempt += 1
                 continue
+            _failed(secret, failure.outcome, failure.error_code, failure.error_message, attempt + 1)
             _raise_for(failure)
 
     guards.record_success(realm)
@@ -292,6 +296,8 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
         duration_ms=fetched.duration_ms,
         lifetime=int(fetched.lifetime),
     )
+    # A failing secret is ok again (one "recovered" notification, whichever process sees it).
+    outbox.run(refresh_succeeded, secret.pk, secret.realm_id, secret.name, timezone.now())
     if _changed_meanwhile(secret):
         # Disabled, deleted or given new credentials while we fetched: the
         # caller asked before that and gets its token, but it is not kept.
@@ -316,6 +322,26 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
     outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
     logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
     return result
+
+
+def _failed(secret: Secret, outcome: str, code: str, message: str, attempts: int) -> None:
+    """
+    A refresh ended without a token after `attempts` failed attempts: the
+    secret is failing (one "failing" notification, whichever process sees it
+    first; tokens.refresh_health). Kept for later, like the fetch log, while
+    the database is down.
+    """
+    outbox.run(
+        refresh_failed,
+        secret.pk,
+        secret.realm_id,
+        secret.name,
+        outcome,
+        code or "",
+        (message or "")[:500],
+        attempts,
+        timezone.now(),
+    )
 
 
 def _changed_meanwhile(secret: Secret) -> bool:

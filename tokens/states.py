@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from realms.models import Realm
 from secret_store.models import VALUE_FIELDS, Secret
-from tokens.models import FetchLog, StoredToken, TokenState, fingerprint
+from tokens.models import FetchLog, RefreshHealth, StoredToken, TokenState, fingerprint
 
 #: What a list never needs: the secret's values and its token (decrypted on load).
 _SEALED = (*VALUE_FIELDS, "token", "stored_token__token")
@@ -60,13 +60,14 @@ def secrets_with_token_facts(secrets: QuerySet) -> QuerySet:
     """
     `secrets` with what `secret_token_state` reads: the realm and the stored
     token (without its token) joined, and the outcome and time of each
-    secret's last fetch-log row annotated (`last_fetch_outcome`, `last_fetch_at`).
+    secret's last fetch-log row annotated (`last_fetch_outcome`, `last_fetch_at`);
+    and what `secret_refresh_health` reads (joined too).
     """
     last = FetchLog.objects.of_secret(
         OuterRef("realm_id"), OuterRef("name"), OuterRef("created_at")
     )
     return (
-        secrets.select_related("realm", "stored_token")
+        secrets.select_related("realm", "stored_token", "refresh_health")
         .defer("stored_token__token")
         .annotate(
             last_fetch_outcome=Subquery(last.values("outcome")[:1]),
@@ -90,6 +91,18 @@ def secret_token_state(secret: Secret, now: datetime | None = None) -> SecretTok
         outcome, at = last.values_list("outcome", "created_at").first() or (None, None)
     remaining = expires_at - now if expires_at is not None and expires_at > now else None
     return SecretTokenState(state, expires_at, remaining, outcome, at)
+
+
+def secret_refresh_health(secret: Secret) -> RefreshHealth | None:
+    """
+    Whether the secret's refreshes are failing (tokens.refresh_health), as
+    `secrets_with_token_facts` loaded it (else one query); None until a refresh
+    of it has failed once.
+    """
+    try:
+        return secret.refresh_health
+    except RefreshHealth.DoesNotExist:
+        return None
 
 
 def _state(secret: Secret, now: datetime) -> tuple[TokenState, datetime | None]:

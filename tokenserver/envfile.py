@@ -106,6 +106,21 @@ SETTINGS = {
         ),
         ("TOKENSERVER_MAX_TOKEN_BYTES", "65536", "largest token accepted from a provider"),
     ],
+    "Failure notifications (README, Failure notifications)": [
+        (
+            "TOKENSERVER_WEBHOOK_URL",
+            "",
+            "where failing/recovered notifications are POSTed; must pass the upstream guard",
+        ),
+        ("TOKENSERVER_WEBHOOK_SECRET", "", "HMAC-SHA256 signing key; required with the URL"),
+        ("TOKENSERVER_WEBHOOK_TIMEOUT", "5", "seconds one delivery may take"),
+        ("TOKENSERVER_WEBHOOK_MAX_TRIES", "6", "tries before a notification is given up"),
+        (
+            "TOKENSERVER_WEBHOOK_RETRY_BASE",
+            "10",
+            "seconds before the first retry, doubling each time",
+        ),
+    ],
     "HTTPS and proxies": [
         ("TOKENSERVER_HTTPS", "off", "on behind TLS: secure cookies, redirect to https, HSTS"),
         ("SECURE_HSTS_SECONDS", "<31536000 with TOKENSERVER_HTTPS, else 0>", "HSTS lifetime"),

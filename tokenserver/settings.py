@@ -240,6 +240,27 @@ TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS = env.list(
     "TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS", default=[]
 )
 
+# --- Failure notifications (tokens.notifications) --------------------------------
+# A webhook told when a secret's refresh starts failing and when it recovers
+# (README, "Failure notifications"): POSTed JSON, signed with HMAC-SHA256 under
+# TOKENSERVER_WEBHOOK_SECRET. The URL passes the same guard as upstreams
+# (TOKENSERVER_UPSTREAM_ALLOWED_NETWORKS for a private receiver); tokens.checks
+# refuses a malformed or refused URL, or one without a secret, at start-up.
+TOKENSERVER_WEBHOOK_URL = env.str("TOKENSERVER_WEBHOOK_URL", default="")
+TOKENSERVER_WEBHOOK_SECRET = env.str("TOKENSERVER_WEBHOOK_SECRET", default="")
+# Seconds one delivery may take (connect, and each read).
+TOKENSERVER_WEBHOOK_TIMEOUT = env.float("TOKENSERVER_WEBHOOK_TIMEOUT", default=5.0)
+# Deliveries tried per notification before it is given up (with a warning).
+TOKENSERVER_WEBHOOK_MAX_TRIES = env.int("TOKENSERVER_WEBHOOK_MAX_TRIES", default=6)
+# Seconds before the first retry; each next one waits twice as long (capped at
+# an hour): 10, 20, 40, 80, 160 s with the defaults, about five minutes in all.
+TOKENSERVER_WEBHOOK_RETRY_BASE = env.float("TOKENSERVER_WEBHOOK_RETRY_BASE", default=10.0)
+for _name in ("TOKENSERVER_WEBHOOK_TIMEOUT", "TOKENSERVER_WEBHOOK_RETRY_BASE"):
+    if not globals()[_name] > 0:
+        raise ImproperlyConfigured(f"{_name} must be a positive number of seconds.")
+if TOKENSERVER_WEBHOOK_MAX_TRIES < 1:
+    raise ImproperlyConfigured("TOKENSERVER_WEBHOOK_MAX_TRIES must be at least 1.")
+
 # --- HTTPS (production) ---------------------------------------------------------
 # Behind TLS, set TOKENSERVER_HTTPS=on: secure cookies, redirect to https,
 # HSTS for SECURE_HSTS_SECONDS (0: off).

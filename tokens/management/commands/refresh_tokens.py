@@ -5,6 +5,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from clients.access_tokens import revocations_prune
 from tokens.background import tokens_refresh_due
+from tokens.notifications import (
+    notifications_prune,
+    notifications_resume,
+    notifications_send_due,
+)
 
 logger = logging.getLogger("tokens.refresher")
 
@@ -14,7 +19,8 @@ class Command(BaseCommand):
         "Refresh every enabled secret's token that comes due for refresh before the next run "
         "(each token's due time has its own jitter inside its realm's margin), so apps "
         "normally never wait on an upstream; also drops revocations of access tokens that "
-        "have all expired. Logs one line per run."
+        "have all expired, and sends failure notifications left pending (by a process that "
+        "stopped, or waiting for a retry). Logs one line per run."
     )
 
     def add_arguments(self, parser):
@@ -42,6 +48,14 @@ class Command(BaseCommand):
             report = tokens_refresh_due(lookahead=interval * 1.5, workers=workers)
             # Housekeeping that needs a schedule, and the refresher has one.
             pruned = revocations_prune()
+            # Failure notifications left pending (their process stopped, the database
+            # did not answer it, or a retry is due): this process's sender thread
+            # sends them; a single run (cron) gives each due one a try before it exits.
+            if loop:
+                notifications_resume()
+            else:
+                notifications_send_due()
+            notifications_prune()
             logger.info(
                 "refresh_tokens: %s, %d expired revocations dropped in %.2f s",
                 report,
