@@ -20,6 +20,10 @@ first (manage.py collectstatic), then serves. Knobs, from the environment:
     TOKENSERVER_REFRESH_INTERVAL
                        with --refresher: seconds between the refresher's passes
                        (default: refresh_tokens' own, 30)
+    PROMETHEUS_MULTIPROC_DIR
+                       where the workers (and the refresher) keep their metrics for
+                       /metrics to add up (default: a fresh temporary directory per
+                       start, removed at exit; when set, emptied at start)
 
 gunicorn.conf.py is the measured alternative (`.venv/bin/gunicorn -c
 gunicorn.conf.py tokenserver.wsgi`), with the same knobs.
@@ -48,6 +52,8 @@ from granian import Granian  # noqa: E402 - after the allocator's configuration
 from granian.constants import Interfaces  # noqa: E402
 from granian.http import HTTP1Settings  # noqa: E402
 from granian.log import LogLevels  # noqa: E402
+
+from tokenserver import metrics_dir  # noqa: E402 - imports neither Django nor prometheus_client
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -116,6 +122,7 @@ class Refresher:
     def _supervise(self):
         while True:
             code = self.process.wait()
+            metrics_dir.mark_process_dead(self.process.pid)
             if self.stopping.is_set():
                 return
             print(
@@ -158,6 +165,9 @@ def main(argv=None):
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
     say_which_backends()
     collect_static_files()
+    # Before any worker (or the refresher) starts: every process of this server
+    # counts into this directory, and /metrics adds them up (tokenserver.metrics).
+    metrics_path, created = metrics_dir.prepare()
     refresher = None
     if args.refresher:
         refresher = Refresher(os.environ.get("TOKENSERVER_REFRESH_INTERVAL"))
@@ -167,6 +177,8 @@ def main(argv=None):
     finally:
         if refresher is not None:
             refresher.stop()
+        if created:
+            metrics_dir.remove(metrics_path)
 
 
 def serve(host, port):
