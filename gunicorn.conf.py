@@ -58,12 +58,13 @@ def on_starting(server):
     and set up the metrics directory the workers share (tokenserver.metrics_dir):
     the workers are forked from this process after it, so they inherit it.
     """
+    _metrics["path"], _metrics["created"] = metrics_dir.prepare()
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
         cwd=Path(__file__).resolve().parent,
+        env=metrics_dir.outside_the_server(),
         check=True,
     )
-    _metrics["path"], _metrics["created"] = metrics_dir.prepare()
 
 
 def child_exit(server, worker):

@@ -68,7 +68,12 @@ def bind_address(text):
 
 def say_which_backends():
     """Which database, cache and lock the workers will use (`manage.py backends`)."""
-    subprocess.run([sys.executable, "manage.py", "backends"], cwd=BASE_DIR, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "backends"],
+        cwd=BASE_DIR,
+        env=metrics_dir.outside_the_server(),
+        check=True,
+    )
 
 
 def collect_static_files():
@@ -81,6 +86,7 @@ def collect_static_files():
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
         cwd=BASE_DIR,
+        env=metrics_dir.outside_the_server(),
         check=True,
     )
 
@@ -163,11 +169,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
-    say_which_backends()
-    collect_static_files()
     # Before any worker (or the refresher) starts: every process of this server
     # counts into this directory, and /metrics adds them up (tokenserver.metrics).
     metrics_path, created = metrics_dir.prepare()
+    say_which_backends()
+    collect_static_files()
     refresher = None
     if args.refresher:
         refresher = Refresher(os.environ.get("TOKENSERVER_REFRESH_INTERVAL"))
@@ -177,6 +183,9 @@ def main(argv=None):
     finally:
         if refresher is not None:
             refresher.stop()
+        # The workers are gone: drop their live gauges (granian does not say when one
+        # exits; a scrape drops those of workers that died meanwhile).
+        metrics_dir.reap_dead_processes(metrics_path)
         if created:
             metrics_dir.remove(metrics_path)
 

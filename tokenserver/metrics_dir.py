@@ -41,6 +41,14 @@ def prepare(environ=os.environ) -> tuple[Path, bool]:
     return path, True
 
 
+def outside_the_server(environ=os.environ) -> dict:
+    """
+    The environment for a one-off command a server runs before its workers
+    (collectstatic, backends): without the directory, so it writes no files there.
+    """
+    return {name: value for name, value in environ.items() if name != VARIABLE}
+
+
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

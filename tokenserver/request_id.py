@@ -72,7 +72,6 @@ class RequestId:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.log_requests = settings.TOKENSERVER_LOG_REQUESTS
 
     def __call__(self, request):
         request_id = accepted(request.META.get("HTTP_X_REQUEST_ID"))
@@ -82,7 +81,7 @@ class RequestId:
         try:
             response = self.get_response(request)
             response[HEADER] = request_id
-            if self.log_requests:
+            if settings.TOKENSERVER_LOG_REQUESTS:
                 self._log(request, response.status_code, started)
             return response
         finally:
