@@ -24,6 +24,17 @@ TOKENSERVER_ENCRYPTION_KEYS={encryption_key}
 # ALLOWED_HOSTS=localhost,127.0.0.1
 # DATABASE_URL=mysql://user:password@127.0.0.1:3306/tokenserver
 # REDIS_URL=redis://127.0.0.1:6379/0
+# Logs: plain (human-readable) or json (one object per line, with the request id);
+# one line per request: on with json, off with plain.
+# LOG_FORMAT=plain
+# TOKENSERVER_LOG_REQUESTS=off
+# Who may scrape GET /metrics: this bearer token (16+ characters) or these
+# addresses/networks; with neither, loopback only.
+# TOKENSERVER_METRICS_TOKEN=
+# TOKENSERVER_METRICS_ALLOWED_IPS=10.0.0.0/8
+# Where the production server's processes keep their metrics (default: a fresh
+# temporary directory per start).
+# PROMETHEUS_MULTIPROC_DIR=
 """
 
 
