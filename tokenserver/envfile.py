@@ -32,9 +32,6 @@ TOKENSERVER_ENCRYPTION_KEYS={encryption_key}
 # addresses/networks; with neither, loopback only.
 # TOKENSERVER_METRICS_TOKEN=
 # TOKENSERVER_METRICS_ALLOWED_IPS=10.0.0.0/8
-# Where the production server's processes keep their metrics (default: a fresh
-# temporary directory per start).
-# PROMETHEUS_MULTIPROC_DIR=
 """
 
 

@@ -40,6 +40,8 @@ from tokenserver import metrics_dir
 from tokenserver.addresses import client_address
 from tokenserver.errors import with_request_id
 
+metrics_dir.ensure_exists()  # before the first metric opens its file there
+
 #: The realm label of a request whose realm may not exist (unknown realm or key, or the
 #: database could not say): request input never becomes a label value.
 UNKNOWN_REALM = "_unknown"

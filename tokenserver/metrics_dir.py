@@ -41,6 +41,17 @@ def prepare(environ=os.environ) -> tuple[Path, bool]:
     return path, True
 
 
+def ensure_exists(environ=os.environ) -> None:
+    """
+    Create the directory PROMETHEUS_MULTIPROC_DIR names, if it names one: a
+    process (a manage.py command run with it set) would otherwise fail to start
+    on its first metric, whose file prometheus_client opens there.
+    """
+    given = environ.get(VARIABLE)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+
+
 def outside_the_server(environ=os.environ) -> dict:
     """
     The environment for a one-off command a server runs before its workers
