@@ -48,9 +48,10 @@ UNKNOWN_REALM = "_unknown"
 
 TOKEN_REQUESTS = Counter(
     "tokenserver_token_requests",
-    "Token requests answered (GET /api/token and flushes), by realm and where the token came "
-    "from: cache, database, upstream (a fetch), fixed, stale (a cached or stored token handed "
-    "out inside its refresh margin while a background refresh was started), error.",
+    "Token requests that reached the token path (GET /api/token past authentication, "
+    "patterns and rate limit; flushes too), by realm and where the token came from: cache, "
+    "database, upstream (a fetch), fixed, stale (a cached or stored token handed out inside "
+    "its refresh margin while a background refresh was started), error.",
     ["realm", "source"],
 )
 CACHE_LOOKUPS = Counter(
