@@ -13,6 +13,7 @@ from tests.factories import RealmFactory, stored_token
 from tests.helpers import run_at_once
 from tests.metrics import value
 from tokens import guards
+from tokens.background import wait_for_background_refreshes
 from tokens.services import token_get
 from tokens.testing import numbered_tokens
 from tokens.upstream import UpstreamFailure
@@ -56,13 +57,14 @@ def test_token_requests_are_counted_by_realm_and_source(scrape, upstream, wechat
     assert (hits, misses) == (2, 1)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the background refresh has its own connection
 def test_a_token_served_inside_its_margin_counts_as_stale(scrape, upstream, wechat_secret):
     upstream.reply_with("/cgi-bin/token", numbered_tokens())
     stored_token(wechat_secret, token="OLD", age=7190, left=10)  # due: refreshed behind
     before = scrape()
 
     served = token_get("wxgzh", "wxgzh_secret")
+    wait_for_background_refreshes()
     after = scrape()
 
     assert served.token == "OLD"
