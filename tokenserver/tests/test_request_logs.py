@@ -107,6 +107,20 @@ def test_the_id_is_on_the_fetch_log_row_of_the_request_that_fetched(api, upstrea
     assert list(FetchLog.objects.values_list("request_id", flat=True)) == ["trace-fetch-1"]
 
 
+@pytest.mark.django_db
+def test_an_operator_finds_the_rows_of_a_request_by_its_id(api, console, upstream, wechat_secret):
+    upstream.reply_with("/cgi-bin/token", numbered_tokens())
+    api.get(TOKEN_URL, HTTP_X_REQUEST_ID="trace-find-1")
+
+    listed = api.get("/api/fetchlog")
+    found = console.get("/admin/tokens/fetchlog/", {"q": "trace-find-1"})
+    missed = console.get("/admin/tokens/fetchlog/", {"q": "trace-other"})
+
+    assert listed.json()["data"]["list"][0]["request_id"] == "trace-find-1"
+    assert found.context["cl"].result_count == 1
+    assert missed.context["cl"].result_count == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_background_refresh_carries_the_id_of_the_request_that_started_it(
     app_api, upstream, wechat_secret
