@@ -11,6 +11,10 @@ same knobs as serve.py, from the environment or .env:
     WEB_CONCURRENCY    worker processes (default: 2 per core)
     WEB_THREADS        threads per worker (default 1: sync workers; more: gthread)
     LOG_LEVEL          gunicorn's own log level, like tokenserver's (default INFO)
+    PROMETHEUS_MULTIPROC_DIR
+                       where the workers keep their metrics for /metrics to add up
+                       (default: a fresh temporary directory per start, removed at
+                       exit; when set, emptied at start)
 """
 
 import multiprocessing
@@ -19,8 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The checkout, for tokenserver's modules below whatever directory gunicorn starts in.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tokenserver.envfile import read_env_file  # noqa: E402 - after the path
+
+from tokenserver import metrics_dir  # noqa: E402 - imports neither Django nor prometheus_client
+from tokenserver.envfile import read_env_file  # noqa: E402
 
 # The knobs below may come from .env, like every setting (the environment wins).
 read_env_file()
@@ -45,10 +52,30 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
 
 
+#: The metrics directory of this start, and whether on_starting created it.
+_metrics = {"path": None, "created": False}
+
+
 def on_starting(server):
-    """Collect the console's static files before the workers start (as serve.py does)."""
+    """
+    Collect the console's static files before the workers start (as serve.py does),
+    and set up the metrics directory the workers share (tokenserver.metrics_dir):
+    the workers are forked from this process after it, so they inherit it.
+    """
+    _metrics["path"], _metrics["created"] = metrics_dir.prepare()
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
         cwd=Path(__file__).resolve().parent,
+        env=metrics_dir.outside_the_server(),
         check=True,
     )
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges go (its counters stay in the sums)."""
+    metrics_dir.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics["created"]:
+        metrics_dir.remove(_metrics["path"])

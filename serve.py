@@ -20,6 +20,10 @@ first (manage.py collectstatic), then serves. Knobs, from the environment or .en
     TOKENSERVER_REFRESH_INTERVAL
                        with --refresher: seconds between the refresher's passes
                        (default: refresh_tokens' own, 30)
+    PROMETHEUS_MULTIPROC_DIR
+                       where the workers (and the refresher) keep their metrics for
+                       /metrics to add up (default: a fresh temporary directory per
+                       start, removed at exit; when set, emptied at start)
 
 gunicorn.conf.py is the measured alternative (`.venv/bin/gunicorn -c
 gunicorn.conf.py tokenserver.wsgi`), with the same knobs.
@@ -49,6 +53,7 @@ from granian.constants import Interfaces  # noqa: E402
 from granian.http import HTTP1Settings  # noqa: E402
 from granian.log import LogLevels  # noqa: E402
 
+from tokenserver import metrics_dir  # noqa: E402 - imports neither Django nor prometheus_client
 from tokenserver.envfile import read_env_file  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -64,7 +69,12 @@ def bind_address(text):
 
 def say_which_backends():
     """Which database, cache and lock the workers will use (`manage.py backends`)."""
-    subprocess.run([sys.executable, "manage.py", "backends"], cwd=BASE_DIR, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "backends"],
+        cwd=BASE_DIR,
+        env=metrics_dir.outside_the_server(),
+        check=True,
+    )
 
 
 def collect_static_files():
@@ -77,6 +87,7 @@ def collect_static_files():
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
         cwd=BASE_DIR,
+        env=metrics_dir.outside_the_server(),
         check=True,
     )
 
@@ -118,6 +129,7 @@ class Refresher:
     def _supervise(self):
         while True:
             code = self.process.wait()
+            metrics_dir.mark_process_dead(self.process.pid)
             if self.stopping.is_set():
                 return
             print(
@@ -160,6 +172,9 @@ def main(argv=None):
     # The knobs below may come from .env, like every setting (the environment wins).
     read_env_file()
     host, port = bind_address(os.environ.get("TOKENSERVER_BIND", "127.0.0.1:8000"))
+    # Before any worker (or the refresher) starts: every process of this server
+    # counts into this directory, and /metrics adds them up (tokenserver.metrics).
+    metrics_path, created = metrics_dir.prepare()
     say_which_backends()
     collect_static_files()
     refresher = None
@@ -171,6 +186,11 @@ def main(argv=None):
     finally:
         if refresher is not None:
             refresher.stop()
+        # The workers are gone: drop their live gauges (granian does not say when one
+        # exits; a scrape drops those of workers that died meanwhile).
+        metrics_dir.reap_dead_processes(metrics_path)
+        if created:
+            metrics_dir.remove(metrics_path)
 
 
 def serve(host, port):

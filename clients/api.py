@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from clients.services import InvalidClient, client_token_exchange
 from tokenserver.addresses import client_address
-from tokenserver.errors import ServiceError
+from tokenserver.errors import ServiceError, with_request_id
 from tokenserver.parsers import NestingSafeJSONParser
 
 
@@ -91,7 +91,8 @@ class AuthTokenView(APIView):
 def _error(status: int, code: str, detail: str) -> Response:
     # Our error shape, plus OAuth 2.0's error_description for OAuth libraries.
     response = Response(
-        {"error": code, "detail": detail, "error_description": detail}, status=status
+        with_request_id({"error": code, "detail": detail, "error_description": detail}),
+        status=status,
     )
     response["Cache-Control"] = "no-store"
     return response

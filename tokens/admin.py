@@ -370,6 +370,7 @@ EXPORT_COLUMNS = (
     "duration_ms",
     "lifetime",
     "client",
+    "request_id",
 )
 
 
@@ -393,7 +394,8 @@ class FetchLogAdmin(ReadOnlyAdmin):
         "client",
     )
     list_filter = ("outcome", "trigger", "realm", "client")
-    search_fields = ("realm", "key", "error_code", "error_message", "client")
+    # A request id from an error body or a log line finds its rows (issue 13).
+    search_fields = ("realm", "key", "error_code", "error_message", "client", "request_id")
     date_hierarchy = "created_at"
     # The detail page: every recorded field, in the order of the CSV.
     fields = EXPORT_COLUMNS

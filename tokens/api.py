@@ -102,6 +102,7 @@ def fetchlog_to_dict(log: FetchLog) -> dict:
         "duration_ms": log.duration_ms,
         "lifetime": log.lifetime,
         "client": log.client,
+        "request_id": log.request_id,
         "created_at": log.created_at,
     }
 

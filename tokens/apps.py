@@ -7,3 +7,8 @@ class TokensConfig(AppConfig):
 
     def ready(self):
         from tokens import checks, signals  # noqa: F401 - registers handlers and checks
+        from tokens.collectors import TokenFacts
+        from tokenserver.metrics import register_collector
+
+        # /metrics: the token facts the database and the cache hold, at scrape time.
+        register_collector(TokenFacts())

@@ -24,6 +24,7 @@ from tokens.single_flight import (
     refresh,
     secret_lock,
 )
+from tokenserver import metrics, request_id
 from tokenserver.cache import flag_get, flag_set
 from tokenserver.errors import ServiceError
 
@@ -55,7 +56,8 @@ def revalidate(realm_id: str, key: str, client: str, *, lock_ttl: float) -> None
         return
     thread = threading.Thread(
         target=_background_refresh,
-        args=(realm_id, key, lock, client),
+        # The request that started it: its id goes on the fetch's log line and row.
+        args=(realm_id, key, lock, client, request_id.current()),
         name=f"revalidate {realm_id}/{key}",
         daemon=True,
     )
@@ -64,7 +66,8 @@ def revalidate(realm_id: str, key: str, client: str, *, lock_ttl: float) -> None
     thread.start()
 
 
-def _background_refresh(realm_id, key, lock, client) -> None:
+def _background_refresh(realm_id, key, lock, client, rid="") -> None:
+    request_id.bind(rid)
     try:
         secret = load_secret(realm_id, key)
         if secret.realm.kind != Realm.Kind.FIXED and not look_again(secret, time.time(), Need()):
@@ -157,4 +160,5 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
                     report.refreshed += 1
                 elif outcome == "failed":
                     report.failed += 1
+    metrics.refresher_pass_done()
     return report

@@ -136,6 +136,27 @@ def _in_margin(now: datetime, margins) -> Q:
     return Q(stored_token__expires_at__gt=now) & within_margin & Q(past_half_life)
 
 
+def token_state_counts(now: datetime, margins) -> dict[str, int]:
+    """
+    How many enabled secrets of realms that fetch have a token in each state at
+    `now` (valid, in_margin, expired) or none (never_fetched), in one aggregate;
+    `margins` are the realms' distinct refresh margins. The console's cards and
+    the metrics (tokens.collectors) read it.
+    """
+    counts = _fetching_secrets().aggregate(
+        never=Count("pk", filter=Q(stored_token__isnull=True)),
+        expired=Count("pk", filter=Q(stored_token__expires_at__lte=now)),
+        in_margin=Count("pk", filter=_in_margin(now, margins)),
+        alive=Count("pk", filter=Q(stored_token__expires_at__gt=now)),
+    )
+    return {
+        "valid": counts["alive"] - counts["in_margin"],
+        "in_margin": counts["in_margin"],
+        "expired": counts["expired"],
+        "never_fetched": counts["never"],
+    }
+
+
 def dashboard_summary(now: datetime) -> Summary:
     """The cards: five queries and one cache round trip."""
     realms = list(Realm.objects.values_list("id", "refresh_margin"))
@@ -146,12 +167,7 @@ def dashboard_summary(now: datetime) -> Summary:
             "pk", filter=Q(enabled=True, refresh_health__state=RefreshHealth.State.FAILING)
         ),
     )
-    states = _fetching_secrets().aggregate(
-        never=Count("pk", filter=Q(stored_token__isnull=True)),
-        expired=Count("pk", filter=Q(stored_token__expires_at__lte=now)),
-        in_margin=Count("pk", filter=_in_margin(now, {margin for _, margin in realms})),
-        alive=Count("pk", filter=Q(stored_token__expires_at__gt=now)),
-    )
+    states = token_state_counts(now, {margin for _, margin in realms})
     fetches = FetchLog.objects.filter(created_at__gt=now - WINDOW, created_at__lte=now).aggregate(
         total=Count("pk"), errors=Count("pk", filter=~Q(outcome=OK))
     )
@@ -160,10 +176,10 @@ def dashboard_summary(now: datetime) -> Summary:
         realms=len(realms),
         secrets=secrets["total"],
         secrets_disabled=secrets["disabled"],
-        tokens_valid=states["alive"] - states["in_margin"],
+        tokens_valid=states["valid"],
         tokens_in_margin=states["in_margin"],
         tokens_expired=states["expired"],
-        never_fetched=states["never"],
+        never_fetched=states["never_fetched"],
         fetches=fetches["total"],
         fetch_errors=fetches["errors"],
         breakers_open=None if held is None else sum(1 for s in held if s.breaker_open_until),

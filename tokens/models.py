@@ -168,6 +168,11 @@ class FetchLog(models.Model):
         null=True, blank=True, help_text="Granted lifetime in seconds."
     )
     client = models.CharField(max_length=150, blank=True, help_text="Who caused the fetch.")
+    request_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The X-Request-ID of the request that caused it (empty for the refresher).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = FetchLogQuerySet.as_manager()

@@ -30,8 +30,8 @@ class Snapshot:
         """Inside its refresh margin: hand it out, and refresh it in the background."""
         return now >= self.refresh_at and self.source != "fixed"
 
-    def result(self, source: str | None = None) -> "TokenResult":
-        return TokenResult(self.token, self.expires_at, source or self.source)
+    def result(self, source: str | None = None, *, stale: bool = False) -> "TokenResult":
+        return TokenResult(self.token, self.expires_at, source or self.source, stale=stale)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class TokenResult:
     source: str  # cache | database | upstream | fixed
     http_status: int | None = None  # of the upstream's answer, when source is upstream
     lifetime: float | None = None  # granted, in seconds, when source is upstream
+    #: Handed out inside its refresh margin, while a background refresh was asked for.
+    stale: bool = False
 
     def expires_in_ms(self, now: float | None = None) -> int | None:
         """The remaining lifetime in milliseconds, never more than what is really left."""

@@ -38,9 +38,11 @@ from tokens.single_flight import (
     refresh,
     stored_token,
 )
+from tokenserver import metrics
 from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
+    ServiceError,
     TooManyFlushes,
     UpstreamError,
     UpstreamUnavailable,
@@ -74,7 +76,22 @@ def token_get(
     the provider refused, so the refresh happens only if it is still current.
     Raises NotFound, SecretDisabled, TooManyFlushes (429), UpstreamError
     (502), UpstreamUnavailable or LockWaitTimeout (503).
+
+    Counted in tokenserver_token_requests by realm and source (tokenserver.metrics).
     """
+    try:
+        result = _token_path(realm_id, key, flush, rejected, trigger, client, cached)
+    except ServiceError as error:
+        # The realm's name is a label only once it is known to exist.
+        known = not error.context.get("realm_unverified")
+        metrics.token_request(realm_id if known else metrics.UNKNOWN_REALM, "error")
+        raise
+    metrics.token_request(realm_id, "stale" if result.stale else result.source)
+    return result
+
+
+def _token_path(realm_id, key, flush, rejected, trigger, client, cached) -> TokenResult:
+    """token_get's three steps."""
     now = time.time()
     flush = flush or rejected is not None
 
@@ -83,9 +100,12 @@ def token_get(
         if cached is _READ:
             cached = token_cache.entry_read(realm_id, key)
         if cached and cached.alive(now):
-            if cached.due(now):
+            metrics.cache_lookup(hit=True)
+            stale = cached.due(now)
+            if stale:
                 revalidate(realm_id, key, client, lock_ttl=cached.lock_ttl)
-            return cached.result()
+            return cached.result(stale=stale)
+        metrics.cache_lookup(hit=False)
 
     secret = load_secret(realm_id, key)
     if secret.realm.kind == Realm.Kind.FIXED:
@@ -98,9 +118,10 @@ def token_get(
             snapshot = stored.snapshot(secret.realm.refresh_margin)
             if snapshot.alive(now):
                 cache_put(secret, stored, now)
-                if snapshot.due(now):
+                stale = snapshot.due(now)
+                if stale:
                     revalidate(realm_id, key, client, lock_ttl=lock_ttl(secret.realm))
-                return snapshot.result()
+                return snapshot.result(stale=stale)
         # 3. No token, or it expired: this request waits on the single flight.
         return refresh(secret, Need(), trigger=trigger, client=client)
 

@@ -29,6 +29,7 @@ from tokens.locks import Lease, lock_for
 from tokens.models import FetchLog, StoredToken
 from tokens.refresh_health import refresh_failed, refresh_succeeded
 from tokens.results import Snapshot, TokenResult
+from tokenserver import metrics, request_id
 from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
@@ -40,6 +41,8 @@ from tokenserver.errors import (
 from tokenserver.outbox import outbox
 
 logger = logging.getLogger(__name__)
+#: One line per upstream attempt (tokens.fetch), with the FetchLog row's fields.
+fetch_logger = logging.getLogger("tokens.fetch")
 
 #: How much longer than the realm's timeout a request waits for another
 #: worker's refresh before it gives up (with the still-valid token, or 503).
@@ -96,17 +99,22 @@ def load_secret(realm_id: str, key: str) -> Secret:
             realm_id=realm_id, name=key
         )
     except Secret.DoesNotExist:
+        # realm_unverified: the name came from the request (no metric label of it).
         if not Realm.objects.filter(pk=realm_id).exists():
-            raise NotFound(f"Unknown realm {realm_id!r}.") from None
-        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.") from None
+            raise NotFound(f"Unknown realm {realm_id!r}.", realm_unverified=True) from None
+        raise NotFound(
+            f"Realm {realm_id!r} has no secret {key!r}.", realm_unverified=True
+        ) from None
     except DatabaseError:
         raise UpstreamUnavailable(
-            "The database is unavailable and the token is not in the cache.", retry_after=5
+            "The database is unavailable and the token is not in the cache.",
+            retry_after=5,
+            realm_unverified=True,
         ) from None
     if (secret.realm_id, secret.name) != (realm_id, key):
         # MySQL's collation matched another case: names are exact, everywhere
         # (cache keys and clients' patterns are case-sensitive).
-        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.")
+        raise NotFound(f"Realm {realm_id!r} has no secret {key!r}.", realm_unverified=True)
     if not secret.enabled:
         raise SecretDisabled(f"Secret {realm_id}/{key} is disabled.")
     return secret
@@ -180,26 +188,14 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
 
 def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenResult:
     """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
-    realm = secret.realm
-    lock = secret_lock(secret.realm_id, secret.name, lock_ttl(realm))
-    deadline = time.monotonic() + realm.timeout + LOCK_WAIT_GRACE
-    delay = 0.005
-    while not lock.try_acquire():
-        # Someone else is refreshing: poll for their result instead of
-        # queueing on the lock, so every waiter returns as soon as it lands.
-        found = look_again(secret, time.time(), need)
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            still_valid = look_again(secret, time.time(), ANY_VALID)
-            if still_valid:
-                return still_valid
-            raise LockWaitTimeout(
-                f"Another refresh of {secret} is taking longer than {realm.timeout:g} s.",
-                retry_after=1,
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    lock = secret_lock(secret.realm_id, secret.name, lock_ttl(secret.realm))
+    if not lock.try_acquire():
+        return _wait_for_holder(secret, need, lock, trigger=trigger, client=client)
+    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client)
+
+
+def _fetch_if_needed(secret, need, lock, *, trigger, client) -> TokenResult:
+    """Holding the lock: look again, and only then fetch; release the lock in any case."""
     try:
         found = look_again(secret, time.time(), need)
         if found:
@@ -209,8 +205,50 @@ def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenRe
         lock.release()
 
 
+def _wait_for_holder(secret: Secret, need: Need, lock: Lease, *, trigger, client) -> TokenResult:
+    """
+    Someone else holds the lock: poll for their result instead of queueing on the
+    lock, so every waiter returns as soon as it lands; take the lock if it frees up
+    first (then look again and fetch). The wait is counted in
+    tokenserver_lock_wait_seconds, by how it ended.
+    """
+    realm = secret.realm
+    started = time.monotonic()
+    deadline = started + realm.timeout + LOCK_WAIT_GRACE
+    delay = 0.005
+    outcome = "timeout"
+    try:
+        while True:
+            found = look_again(secret, time.time(), need)
+            if found:
+                outcome = "token"
+                return found
+            if time.monotonic() >= deadline:
+                still_valid = look_again(secret, time.time(), ANY_VALID)
+                if still_valid:
+                    outcome = "still_valid"
+                    return still_valid
+                raise LockWaitTimeout(
+                    f"Another refresh of {secret} is taking longer than {realm.timeout:g} s.",
+                    retry_after=1,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            if lock.try_acquire():
+                outcome = "acquired"
+                break
+    finally:
+        metrics.lock_waited(secret.realm_id, outcome, time.monotonic() - started)
+    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client)
+
+
 def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields) -> None:
-    """One FetchLog row per attempt; kept for later if the database is down."""
+    """
+    One FetchLog row per attempt (kept for later if the database is down), with the
+    id of the request that caused it; one log line (JSON with LOG_FORMAT=json) and
+    the upstream metrics. Never a token or a secret value: the fields are the row's.
+    """
+    rid = request_id.current()
     outbox.write(
         FetchLog,
         realm=secret.realm_id,
@@ -218,7 +256,34 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
         trigger=trigger,
         outcome=outcome,
         client=client,
+        request_id=rid,
         **fields,
+    )
+    duration_ms = fields.get("duration_ms")
+    sent = outcome != FetchLog.Outcome.REJECTED and duration_ms is not None
+    metrics.upstream_attempt(secret.realm_id, outcome, duration_ms / 1000 if sent else None)
+    failed = outcome != FetchLog.Outcome.OK
+    fetch_logger.log(
+        logging.WARNING if failed else logging.INFO,
+        "fetch %s/%s: %s%s",
+        secret.realm_id,
+        secret.name,
+        outcome,
+        f" ({fields['error_code']})" if fields.get("error_code") else "",
+        extra={
+            "event": "fetch",
+            "realm": secret.realm_id,
+            "key": secret.name,
+            "trigger": trigger,
+            "outcome": outcome,
+            "client": client,
+            "http_status": fields.get("http_status"),
+            "error_code": fields.get("error_code", ""),
+            "error_message": fields.get("error_message", ""),
+            "duration_ms": duration_ms,
+            "lifetime": fields.get("lifetime"),
+            "request_id": rid or None,
+        },
     )
 
 
@@ -266,7 +331,6 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
                 duration_ms=failure.duration_ms,
             )
             guards.record_failure(realm, failure)
-            logger.warning("fetch %s failed: %s (attempt %d)", secret, failure.outcome, attempt + 1)
             # Only network errors and HTTP 5xx are retried, never an answer
             # that says no (4xx, an upstream error code): see guards.is_retryable.
             # A holder that lost the lock leaves further attempts to the new holder.
@@ -320,7 +384,6 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
         logger.warning("%s: lock lost during the fetch; its token is not cached", secret)
         token_cache.entries_evict([(secret.realm_id, secret.name)])
     outbox.run(_store_token, secret.pk, fetched.token, stored.expires_at, stored.fetched_at)
-    logger.info("fetched %s (lifetime %ds, attempt %d)", secret, fetched.lifetime, attempt + 1)
     return result
 
 

@@ -24,7 +24,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 #: Every environment variable tokenserver reads besides the two generated keys,
 #: by section: (name, default as written in .env, what it does). Defaults in
 #: angle brackets are computed. tokenserver/tests/test_envfile.py checks that
-#: this list names exactly what settings.py, serve.py and gunicorn.conf.py read.
+#: this list names exactly what settings.py, serve.py, gunicorn.conf.py and
+#: tokenserver/metrics_dir.py read.
 SETTINGS = {
     "Server (serve.py, gunicorn.conf.py; restart the server after a change)": [
         (
@@ -40,6 +41,26 @@ SETTINGS = {
             "serve.py --refresher: seconds between the refresher's passes",
         ),
         ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR"),
+        (
+            "LOG_FORMAT",
+            "plain",
+            "plain (human-readable) or json (one object per line, with the request id)",
+        ),
+        ("TOKENSERVER_LOG_REQUESTS", "<on with json, off with plain>", "one line per request"),
+        (
+            "PROMETHEUS_MULTIPROC_DIR",
+            "<a fresh temporary directory per start>",
+            "where the server's processes keep their metrics; emptied at start",
+        ),
+    ],
+    "Metrics (GET /metrics; README, Observing it)": [
+        (
+            "TOKENSERVER_METRICS_TOKEN",
+            "",
+            "a bearer token (16+ characters) that may scrape; with neither this nor the "
+            "list below: loopback only",
+        ),
+        ("TOKENSERVER_METRICS_ALLOWED_IPS", "", "addresses/CIDRs that may scrape, e.g. 10.0.0.0/8"),
     ],
     "Django": [
         ("DEBUG", "off", "never on in production: error pages show settings"),

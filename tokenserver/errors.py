@@ -1,8 +1,10 @@
 """
 Errors that services raise and the API renders, and the API's error shape:
-every error is JSON `{"error": "<code>", "detail": "<human sentence>"}`
-with the right status, plus `fields` for validation errors and a
-`Retry-After` header where waiting helps.
+every error is JSON `{"error": "<code>", "detail": "<human sentence>",
+"request_id": "<the X-Request-ID>"}` with the right status, plus `fields` for
+validation errors and a `Retry-After` header where waiting helps. The request
+id is the one in the answer's `X-Request-ID` header, in the log lines and on
+the FetchLog rows of that request (tokenserver.request_id).
 """
 
 import logging
@@ -13,6 +15,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
+
+from tokenserver import request_id
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +128,14 @@ def _flatten(detail, prefix=""):
     return {prefix or "non_field_errors": messages}
 
 
+def with_request_id(body: dict) -> dict:
+    """An error body with the current request's id added (every error shape carries it)."""
+    current = request_id.current()
+    if current:
+        body["request_id"] = current
+    return body
+
+
 def validation_error_body(detail) -> dict:
     fields = _flatten(detail)
     first_field, first_messages = next(iter(fields.items()))
@@ -140,7 +152,7 @@ def error_parts(exc) -> tuple[int, dict, dict] | None:
     """
     headers = {}
     if isinstance(exc, ServiceError):
-        body = {"error": exc.code, "detail": exc.detail}
+        body = with_request_id({"error": exc.code, "detail": exc.detail})
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
         return exc.status_code, body, headers
@@ -165,6 +177,7 @@ def error_parts(exc) -> tuple[int, dict, dict] | None:
             str(exc.default_code),
         )
         body = {"error": code, "detail": str(exc.detail)}
+    with_request_id(body)
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
@@ -198,7 +211,8 @@ def json_or_default(default_view, status_code, code, detail):
 
     def view(request, exception=None):
         if _is_api(request):
-            return JsonResponse({"error": code, "detail": detail}, status=status_code)
+            body = with_request_id({"error": code, "detail": detail})
+            return JsonResponse(body, status=status_code)
         if exception is None:
             return default_view(request)
         return default_view(request, exception)

@@ -8,6 +8,7 @@ The embedded default is SQLite plus the local-memory cache; set `DATABASE_URL`
 and `REDIS_URL` for the production-like configuration (MariaDB/MySQL + Redis).
 """
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -77,6 +78,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The request id (X-Request-ID, log lines, error bodies), before anything answers.
+    "tokenserver.request_id.RequestId",
     "django.middleware.security.SecurityMiddleware",
     # The console's address allow-list, before anything else (clients.sso).
     "clients.sso.ConsoleAllowList",
@@ -274,7 +277,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
     "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=TOKENSERVER_HTTPS
 )
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=TOKENSERVER_HTTPS)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and scrapes reach each instance directly (not through the TLS proxy).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Behind a trusted reverse proxy: its X-Forwarded-Proto says https, and its
 # X-Forwarded-For (the address it appended, the rightmost) is the client's
 # address for the console's allow-list (clients.sso).
@@ -368,21 +372,31 @@ if DEBUG:
     )
 
 # --- Logging ----------------------------------------------------------------
+# "plain" (human-readable lines, the default) or "json" (one JSON object per line,
+# with the request id: tokenserver.logging.JsonFormatter).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+# One log line per request (method, path without its query string, status, duration);
+# on by default with LOG_FORMAT=json. Off, the hot path writes no log line.
+TOKENSERVER_LOG_REQUESTS = env.bool("TOKENSERVER_LOG_REQUESTS", default=LOG_FORMAT == "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "tokenserver.logging.JsonFormatter"},
     },
     "filters": {
         # Query strings carry credentials (WeChat) and reported tokens.
         "redact_query_strings": {"()": "tokenserver.logging.RedactQueryStrings"},
+        "request_id": {"()": "tokenserver.logging.AddRequestId"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["redact_query_strings"],
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_query_strings", "request_id"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -394,3 +408,24 @@ LOGGING = {
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+
+# --- Metrics (GET /metrics, tokenserver.metrics) -------------------------------
+# Who may scrape: a request with `Authorization: Bearer <TOKENSERVER_METRICS_TOKEN>`,
+# or from an address in TOKENSERVER_METRICS_ALLOWED_IPS (addresses and CIDRs; the
+# client address as tokenserver.addresses reads it). Either one suffices. With
+# neither set, loopback only (127.0.0.0/8, ::1).
+TOKENSERVER_METRICS_TOKEN = env.str("TOKENSERVER_METRICS_TOKEN", default="")
+if TOKENSERVER_METRICS_TOKEN and len(TOKENSERVER_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured(
+        "TOKENSERVER_METRICS_TOKEN must be at least 16 characters (e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+    )
+TOKENSERVER_METRICS_ALLOWED_IPS = env.list("TOKENSERVER_METRICS_ALLOWED_IPS", default=[])
+for _position, _entry in enumerate(TOKENSERVER_METRICS_ALLOWED_IPS, start=1):
+    try:
+        ipaddress.ip_network(_entry.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TOKENSERVER_METRICS_ALLOWED_IPS entry {_position} ({_entry!r}) is not an "
+            "address or a network (e.g. 10.0.0.0/8)."
+        ) from None

@@ -15,6 +15,7 @@ from tokens.api import (
 )
 from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
+from tokenserver.metrics import metrics_view
 
 urlpatterns = [
     path("api/realm", RealmListView.as_view(), name="realm-list"),
@@ -32,6 +33,7 @@ urlpatterns = [
     path("api/auth/token", AuthTokenView.as_view(), name="auth-token"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

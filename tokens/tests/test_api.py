@@ -96,6 +96,7 @@ def test_upstream_refusal_is_a_502_naming_status_and_code_but_no_secret(
     assert response.json() == {
         "error": "upstream_error",
         "detail": "upstream answered HTTP 200 with errcode 40013: invalid appid",
+        "request_id": response["X-Request-ID"],  # issue 13: every error body names it
     }
     for value in (wechat_secret.key_1, wechat_secret.key_2):
         assert value not in response.content.decode()

@@ -118,7 +118,12 @@ def test_api_answers_without_500_while_redis_is_down(own_redis, api, upstream, w
 
     assert response.status_code == 200
     assert response.json()["token"] == "TOKEN-1"
-    assert api.get("/readyz").json()["checks"]["cache"] == "unavailable"
+    ready = api.get("/readyz").json()
+    assert ready["checks"]["cache"] == "unavailable"
+    # Issue 13: named, with the kind of error.
+    assert ready["failed"] == [
+        {"check": "cache", "reason": "cache (Redis) unreachable (ConnectionError)"}
+    ]
 
 
 # --- The database going away -------------------------------------------------------

@@ -21,14 +21,17 @@ NOT_SETTINGS = {
     "SECRET_KEY",  # generated, written uncommented
     "TOKENSERVER_ENCRYPTION_KEYS",
 }
-SOURCES = ["tokenserver/settings.py", "serve.py", "gunicorn.conf.py"]
-READ = re.compile(r'(?:env\.\w+\(|environ\.get\()\s*"([A-Z][A-Z0-9_]*)"')
+SOURCES = ["tokenserver/settings.py", "serve.py", "gunicorn.conf.py", "tokenserver/metrics_dir.py"]
+READ = re.compile(
+    r'(?:env\.\w+\(|environ\.get\()\s*"([A-Z][A-Z0-9_]*)"|^VARIABLE = "([A-Z_]+)"', re.M
+)
 
 
 def names_read_by_the_code():
     names = set()
     for source in SOURCES:
-        names |= set(READ.findall((settings.BASE_DIR / source).read_text()))
+        for found in READ.findall((settings.BASE_DIR / source).read_text()):
+            names |= {name for name in found if name}
     return names - NOT_SETTINGS
 
 

@@ -95,6 +95,10 @@ def test_readyz_fails_while_writes_are_not_draining(anonymous_api, monkeypatch):
     assert stuck.status_code == 503
     assert stuck.json()["checks"]["writes"] == "not draining"
     assert stuck.json()["pending_writes"] == 1
+    # Issue 13: the answer names the check that failed and why.
+    (failed,) = stuck.json()["failed"]
+    assert failed["check"] == "writes"
+    assert failed["reason"].startswith("outbox not draining: 1 database writes pending")
     assert drained.status_code == 200
     assert drained.json()["checks"]["writes"] == "ok"
 
