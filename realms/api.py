@@ -177,7 +177,13 @@ SEED_REALMS = [
 
 REALM_SAVED = enveloped_schema(RealmOutSerializer(), "RealmSaved")
 
-REALM_ID = OpenApiParameter("realm_id", str, OpenApiParameter.PATH, description="The realm's id.")
+REALM_ID = OpenApiParameter(
+    "realm_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The realm's id.",
+    examples=[OpenApiExample("The seed's WeChat realm", value="wxgzh")],
+)
 
 
 class RealmQuerySerializer(PageQuerySerializer):

@@ -115,8 +115,20 @@ SEED_SECRET = OpenApiExample(
 )
 
 SECRET_PATH = [
-    OpenApiParameter("realm_id", str, OpenApiParameter.PATH, description="The secret's realm."),
-    OpenApiParameter("key", str, OpenApiParameter.PATH, description="The secret's name."),
+    OpenApiParameter(
+        "realm_id",
+        str,
+        OpenApiParameter.PATH,
+        description="The secret's realm.",
+        examples=[OpenApiExample("The seed's WeChat realm", value="wxgzh")],
+    ),
+    OpenApiParameter(
+        "key",
+        str,
+        OpenApiParameter.PATH,
+        description="The secret's name.",
+        examples=[OpenApiExample("The seed's secret", value="wxgzh_secret")],
+    ),
 ]
 
 

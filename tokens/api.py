@@ -9,6 +9,7 @@ of each secret's token (secret_store.api's views, extended here).
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 from clients.authentication import ClientUser
 from clients.scopes import LOG_READ, REALM_WRITE, TOKEN_FLUSH, TOKEN_READ
 from clients.throttles import ClientTokenRateThrottle
+from realms.api import REALM_ID
 from secret_store.api import (
     SecretBaseSerializer,
     SecretDetailView,
@@ -133,8 +135,35 @@ class TokenView(ScopedAPIView):
         f"To report a token the upstream refused, send it in the {REJECTED_HEADER} header "
         "(or POST the parameters): `rejected=` in the query string is kept for compatibility.",
         tags=["tokens"],
-        parameters=[TokenQuerySerializer, REJECTED_HEADER_PARAMETER],
-        responses={200: TokenSerializer, **TOKEN_ERRORS},
+        parameters=[
+            TokenQuerySerializer,
+            # Named again for their examples (the seed's request): the docs' "try it out".
+            OpenApiParameter(
+                "realm",
+                {"type": "string", "minLength": 1, "maxLength": 50},
+                OpenApiParameter.QUERY,
+                required=True,
+                description="The realm's id.",
+                examples=[OpenApiExample("The seed's WeChat realm", value="wxgzh")],
+            ),
+            OpenApiParameter(
+                "key",
+                {"type": "string", "minLength": 1, "maxLength": 100},
+                OpenApiParameter.QUERY,
+                required=True,
+                description="The secret's name.",
+                examples=[OpenApiExample("The seed's secret", value="wxgzh_secret")],
+            ),
+            REJECTED_HEADER_PARAMETER,
+        ],
+        responses={
+            200: TokenSerializer,
+            **TOKEN_ERRORS,
+            414: OpenApiResponse(
+                description="The URL is longer than the server reads (64 KiB): send a long "
+                f"rejected token in the {REJECTED_HEADER} header or POST it (no body)."
+            ),
+        },
         examples=[
             OpenApiExample(
                 "The seed's answer",
@@ -157,10 +186,15 @@ class TokenView(ScopedAPIView):
         responses={200: TokenSerializer, **TOKEN_ERRORS, **error_responses(415)},
         examples=[
             OpenApiExample(
+                "The seed's request, in a body",
+                value={"realm": "wxgzh", "key": "wxgzh_secret"},
+                request_only=True,
+            ),
+            OpenApiExample(
                 "Report a rejected token",
                 value={"realm": "wxgzh", "key": "wxgzh_secret", "rejected": "ACCESS_TOKEN"},
                 request_only=True,
-            )
+            ),
         ],
     )
     def post(self, request):
@@ -235,9 +269,7 @@ class TestFetchView(ScopedAPIView):
         description="A real upstream call (stored and served like any other); an upstream "
         "failure is a 200 with `ok: false` and what the upstream said.",
         tags=["realms"],
-        parameters=[
-            OpenApiParameter("realm_id", str, OpenApiParameter.PATH, description="The realm.")
-        ],
+        parameters=[REALM_ID],
         request=TestFetchSerializer,
         responses={
             200: TestFetchOutcomeSerializer,

@@ -21,8 +21,8 @@ class ErrorSerializer(serializers.Serializer):
         "authentication_failed, permission_denied, not_found, method_not_allowed, "
         "not_acceptable, unsupported_media_type, throttled, conflict, too_many_flushes, "
         "secret_disabled, upstream_error, invalid_request, upstream_unavailable, "
-        "lock_timeout, circuit_open, rate_limited, busy, unsupported_grant_type, "
-        "invalid_client, …"
+        "lock_timeout, unsupported_grant_type, invalid_scope, invalid_client, "
+        "too_many_failures."
     )
     detail = serializers.CharField(help_text="What went wrong, as a sentence for a person.")
     fields = serializers.DictField(
@@ -51,9 +51,9 @@ ERROR_MEANINGS = {
     429: "Too many calls (`throttled`) or failed sign-ins; wait for `Retry-After` seconds.",
     502: "The upstream answered, but not with a token (`upstream_error`, "
     "`invalid_request`), or its address is refused.",
-    503: "The upstream cannot be reached, is backed off (`upstream_unavailable`, "
-    "`circuit_open`, `rate_limited`, `busy`) or another refresh is slow (`lock_timeout`); "
-    "retry after `Retry-After` seconds.",
+    503: "The upstream cannot be reached or is not called now (its breaker is open, it asked "
+    "to back off, every slot is busy: `upstream_unavailable`), or another worker's refresh "
+    "is slow (`lock_timeout`); retry after `Retry-After` seconds.",
 }
 
 #: What every authenticated endpoint may answer, whatever it does.
