@@ -9,13 +9,16 @@ The live conformance of the answers to the schema is tests/test_schemathesis.py.
 """
 
 import re
+import sys
 
 import pytest
+import requests
 import yaml
 from django.core.management import call_command
 from django.urls import get_resolver
 
 from clients.scopes import SCOPES
+from tests.helpers import production_server
 
 pytestmark = pytest.mark.django_db
 
@@ -134,6 +137,26 @@ def test_the_seeds_realm_and_secret_requests_are_the_examples(schema):
     assert set(components["RealmPageData"]["properties"]) == {"list", "total"}
     assert set(components["SecretSaved"]["properties"]) == {"data", "success"}
     assert "token_state" in components["Secret"]["required"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_the_docs_pages_work_offline_under_the_production_server(tmp_path, page):
+    # DEBUG off, static files collected by serve.py and served by whitenoise: every
+    # script and stylesheet the page loads comes from tokenserver itself, no CDN.
+    with production_server([sys.executable, "serve.py"], tmp_path) as server:
+        html = requests.get(f"{server.base}{page}", timeout=10)
+        assets = re.findall(r'(?:href|src)="([^"]+\.(?:js|css|png))"', html.text)
+        answers = {asset: requests.get(f"{server.base}{asset}", timeout=10) for asset in assets}
+        schema = requests.get(f"{server.base}/api/schema/", timeout=10)
+
+    assert html.status_code == 200
+    assert assets and all(asset.startswith("/static/") for asset in assets), assets
+    assert not re.search(r'(?:href|src)="(?:https?:)?//', html.text)
+    assert {asset: answer.status_code for asset, answer in answers.items()} == dict.fromkeys(
+        assets, 200
+    )
+    assert schema.status_code == 200
 
 
 # --- The landing page -----------------------------------------------------------------
