@@ -340,7 +340,7 @@ if DEBUG:
         "rest_framework.renderers.BrowsableAPIRenderer"
     )
 
-# The OpenAPI schema (/api/schema/) and its docs (/api/docs/, /api/redoc/): public,
+# The OpenAPI schema (/api/schema/) and its docs (/api/docs/, Swagger UI): public,
 # as they hold no secrets, and their scripts served from our static files.
 SPECTACULAR_SETTINGS = {
     "TITLE": "tokenserver API",
@@ -361,7 +361,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
-    "REDOC_DIST": "SIDECAR",
     # One name per choice set used by several fields.
     "ENUM_NAME_OVERRIDES": {
         "FetchOutcomeEnum": "tokens.models.FetchLog.Outcome",

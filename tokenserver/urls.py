@@ -1,13 +1,13 @@
 """
 URL routes: the API under /api/ (its OpenAPI schema at /api/schema/, its docs at
-/api/docs/ and /api/redoc/), the operator console under /admin/, the probes, and
-a landing page at / linking them.
+/api/docs/), the operator console under /admin/, the probes, and a landing page
+at / linking them.
 """
 
 from django.contrib import admin
 from django.urls import path
 from django.views import defaults
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clients.api import AuthTokenView
 from realms.api import RealmDetailView, RealmListView
@@ -27,7 +27,6 @@ urlpatterns = [
     # Public, like the probes: the description of the API holds no secret.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
     path("api/realm/<str:realm_id>/test", TestFetchView.as_view(), name="realm-test"),
