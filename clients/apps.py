@@ -8,7 +8,10 @@ class ClientsConfig(AppConfig):
     default = True
 
     def ready(self):
-        from clients import checks  # noqa: F401 - registers the console access checks
+        from clients import (
+            checks,  # noqa: F401 - registers the console access checks
+            schema,  # noqa: F401 - registers the API's security schemes
+        )
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):

@@ -40,8 +40,8 @@ class ConsoleSite(admin.AdminSite):
     site_title = "tokenserver"
     index_title = "Providers, credentials and tokens"
     login_form = ConsoleLoginForm
-    # No "View site" link: tokenserver has no site besides the console and the API.
-    site_url = None
+    # "View site": the landing page (links to the console, the API docs and the probes).
+    site_url = "/"
 
     def login(self, request, extra_context=None):
         """Django's login page; a sign-in refused by a lockout answers 429 with Retry-After."""

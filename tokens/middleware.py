@@ -21,6 +21,7 @@ from clients.access_tokens import InvalidAccessToken, access_token_verify
 from clients.scopes import TOKEN_READ, pattern_allows
 from clients.throttles import COUNTED, Verdict, rate_counter, token_rate, token_rate_hit
 from tokens import cache as token_cache
+from tokens.api import REJECTED_META  # a rejected token in a header: the view's business
 from tokens.services import token_get
 from tokenserver.errors import ServiceError, error_response
 
@@ -34,10 +35,10 @@ FALSE_VALUES |= {"off", "Off", "OFF", "0"}
 MAX_REALM, MAX_KEY = 50, 100
 
 
-def _plain_query(query) -> tuple[str, str] | None:
+def _plain_query(query, meta) -> tuple[str, str] | None:
     """(realm, key) of a plain token request whose parameters need no more checking, else None."""
     realm, key = query.get("realm"), query.get("key")
-    if not realm or not key or "rejected" in query:
+    if not realm or not key or "rejected" in query or REJECTED_META in meta:
         return None
     if query.get("flush", "false") not in FALSE_VALUES:
         return None
@@ -69,7 +70,7 @@ class TokenFastPath:
         # The DRF view counts a call after authentication and scopes, before
         # anything else: so here.
         rate = token_rate()
-        plain = _plain_query(request.GET)
+        plain = _plain_query(request.GET, request.META)
         read = {}  # the cache entry, when read with the count
         if rate is None:
             verdict = Verdict(True)

@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The API's OpenAPI schema and its docs pages, their assets served from here (no CDN).
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "clients",
     "realms",
     "secret_store",
@@ -364,12 +367,41 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "tokenserver.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
         "rest_framework.renderers.BrowsableAPIRenderer"
     )
+
+# The OpenAPI schema (/api/schema/) and its docs (/api/docs/, Swagger UI): public,
+# as they hold no secrets, and their scripts served from our static files.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tokenserver API",
+    "DESCRIPTION": (
+        "Access tokens of third-party APIs, fetched, cached and handed out. "
+        "Apps authenticate with a bearer access token (`POST /api/auth/token`, "
+        "client credentials) whose scopes each operation names; staff with HTTP Basic "
+        "or the console's session. Every error is JSON "
+        '`{"error": "<code>", "detail": "<sentence>"}` (+ `fields` for invalid input).'
+    ),
+    "VERSION": "1",
+    "SERVE_PUBLIC": True,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # One name per choice set used by several fields.
+    "ENUM_NAME_OVERRIDES": {
+        "FetchOutcomeEnum": "tokens.models.FetchLog.Outcome",
+        "TokenStateEnum": "tokens.models.TokenState",
+    },
+}
 
 # --- Logging ----------------------------------------------------------------
 # "plain" (human-readable lines, the default) or "json" (one JSON object per line,

@@ -1,8 +1,13 @@
-"""URL routes: the API under /api/, the operator console under /admin/."""
+"""
+URL routes: the API under /api/ (its OpenAPI schema at /api/schema/, its docs at
+/api/docs/), the operator console under /admin/, the probes, and a landing page
+at / linking them.
+"""
 
 from django.contrib import admin
 from django.urls import path
 from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clients.api import AuthTokenView
 from realms.api import RealmDetailView, RealmListView
@@ -15,9 +20,14 @@ from tokens.api import (
 )
 from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
+from tokenserver.home import home
 from tokenserver.metrics import metrics_view
 
 urlpatterns = [
+    path("", home, name="home"),
+    # Public, like the probes: the description of the API holds no secret.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
     path("api/realm/<str:realm_id>/test", TestFetchView.as_view(), name="realm-test"),

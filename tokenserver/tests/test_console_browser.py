@@ -135,10 +135,11 @@ def test_an_operator_signs_in_and_looks_around(chromium, live_console):
     visit.page.click("input[type=submit]")
     visit.page.wait_for_url(f"{live_console}/admin/")
     visit.check(screenshot="dashboard")
-    # Every link in the header leads somewhere (no "View site" to a 404).
+    # Every link in the header leads somewhere: the console's pages, and "View site"
+    # the landing page (issue 13; it was left out while / was a 404).
     for link in visit.page.locator("#user-tools a").all():
         href = link.get_attribute("href")
-        assert href.startswith("/admin/"), href
+        assert href.startswith("/admin/") or href == "/", href
 
     visit.open("/admin/secrets/secret/", screenshot="secret-list")
     assert "app" in visit.page.inner_text("#result_list")
@@ -266,3 +267,31 @@ def test_sign_in_through_the_user_service(chromium, tmp_path, django_user_model,
         sent = [json.loads(call["body"]) for call in upstream.calls("/validate")]
         assert sent[0] == {"uid": "undefined", "ticket": "undefined"}
         assert {"uid": "operator", "ticket": "T-123"} in sent
+
+
+# --- The landing page and the API's docs (issue 13) ---------------------------------------
+
+
+def test_the_landing_page_leads_to_the_api_docs_which_render_offline(chromium, tmp_path):
+    # serve.py with DEBUG off, whitenoise serving the collected files: the docs' scripts
+    # come from tokenserver (drf-spectacular-sidecar), the page renders every operation,
+    # and nothing fails or logs an error in the browser.
+    with console_server(tmp_path) as server:
+        visit = Visit(chromium, server.base)
+        elsewhere = []
+        visit.page.on(
+            "request",
+            lambda r: not r.url.startswith(("data:", server.base)) and elsewhere.append(r.url),
+        )
+
+        visit.page.goto(f"{server.base}/")
+        links = visit.page.locator("a").evaluate_all("links => links.map(a => a.pathname)")
+        visit.page.click("text=API docs")
+        visit.page.wait_for_url(f"{server.base}/api/docs/")
+        visit.page.wait_for_selector("#operations-tokens-token_get", timeout=30_000)
+        operations = visit.page.locator(".opblock").count()
+
+    assert {"/admin/", "/api/docs/", "/api/schema/", "/healthz", "/readyz"} <= set(links)
+    assert operations >= 17
+    assert visit.errors == []
+    assert elsewhere == []  # no CDN, no fonts, no validator: loopback only

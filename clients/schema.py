@@ -1,0 +1,82 @@
+"""
+How the OpenAPI description (drf-spectacular) names the API's authentication:
+apps hold a bearer access token from the client credentials grant (an OAuth
+2.0 scheme, so each operation lists the scope it needs and the docs page can
+get a token), staff sign in with HTTP Basic or the console's session.
+Registered by ClientsConfig.ready().
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+from clients.scopes import LOG_READ, REALM_READ, REALM_WRITE, SECRET_WRITE, TOKEN_FLUSH, TOKEN_READ
+
+SCOPE_MEANINGS = {
+    TOKEN_READ: "Read tokens (GET /api/token) of the secrets the client's patterns cover.",
+    TOKEN_FLUSH: "Force a refresh (flush=true) or report a rejected token.",
+    REALM_READ: "Read realms and secrets (values masked).",
+    REALM_WRITE: "Create, change and delete realms; test fetches.",
+    SECRET_WRITE: "Create, change and delete secrets.",
+    LOG_READ: "Read the fetch log.",
+}
+
+
+class ClientBearerScheme(OpenApiAuthenticationExtension):
+    """clients.authentication.BearerAuthentication: the scope the view names per method."""
+
+    target_class = "clients.authentication.BearerAuthentication"
+    name = "client"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "oauth2",
+            "description": (
+                "An app's access token, sent as `Authorization: Bearer <token>`: exchanged "
+                "for the client's id and secret at `POST /api/auth/token` "
+                "(client credentials grant, HTTP Basic or form). Each operation names the "
+                "scope it needs; the token endpoint also needs a pattern (REALM/KEY) that "
+                "covers the secret."
+            ),
+            "flows": {
+                "clientCredentials": {"tokenUrl": "/api/auth/token", "scopes": SCOPE_MEANINGS}
+            },
+        }
+
+    def get_security_requirement(self, auto_schema):
+        required = getattr(auto_schema.view, "scopes", {}).get(auto_schema.method)
+        return {self.name: [required] if required else []}
+
+
+class StaffBasicScheme(OpenApiAuthenticationExtension):
+    """clients.authentication.ThrottledBasicAuthentication."""
+
+    target_class = "clients.authentication.ThrottledBasicAuthentication"
+    name = "staff"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": (
+                "A staff user's username and password (any scope). Failed sign-ins are "
+                "limited per address and username: past the limit, 429 with Retry-After."
+            ),
+        }
+
+
+class ConsoleSessionScheme(OpenApiAuthenticationExtension):
+    """The console's session (staff signed in at /admin/); unsafe methods need the CSRF token."""
+
+    target_class = "rest_framework.authentication.SessionAuthentication"
+    name = "console"
+    priority = 1  # over drf-spectacular's own description of it
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "sessionid",
+            "description": (
+                "A staff user signed in to the console (/admin/); unsafe methods also need "
+                "the `X-CSRFToken` header."
+            ),
+        }
