@@ -1,4 +1,7 @@
-"""`POST /api/auth/token`: the OAuth 2.0 client credentials grant (RFC 6749 §4.4)."""
+"""
+`POST /api/auth/token`: the OAuth 2.0 client credentials grant (RFC 6749 §4.4).
+Its OpenAPI description is in clients.schema.
+"""
 
 import base64
 import binascii
@@ -6,8 +9,7 @@ from urllib.parse import unquote_plus
 
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import permissions, serializers
+from rest_framework import permissions
 from rest_framework.parsers import FormParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,30 +18,6 @@ from clients.services import InvalidClient, client_token_exchange
 from tokenserver.addresses import client_address
 from tokenserver.errors import ServiceError, with_request_id
 from tokenserver.parsers import NestingSafeJSONParser
-from tokenserver.schema import error_responses
-
-
-class CredentialsSerializer(serializers.Serializer):
-    """What the exchange reads (described for the docs; the view reads it as sent)."""
-
-    grant_type = serializers.ChoiceField(choices=["client_credentials"])
-    client_id = serializers.CharField(
-        required=False, help_text="Or the username part of HTTP Basic (form-urlencoded)."
-    )
-    client_secret = serializers.CharField(
-        required=False, help_text="Or the password part of HTTP Basic (form-urlencoded)."
-    )
-    scope = serializers.CharField(
-        required=False,
-        help_text="Space-separated scopes to ask for, a subset of the client's (default: all).",
-    )
-
-
-class AccessTokenSerializer(serializers.Serializer):
-    access_token = serializers.CharField(help_text="Send as `Authorization: Bearer <token>`.")
-    token_type = serializers.ChoiceField(choices=["Bearer"])
-    expires_in = serializers.IntegerField(help_text="Seconds the access token stays valid.")
-    scope = serializers.CharField(help_text="The scopes granted, space-separated.")
 
 
 def _basic_credentials(request) -> tuple[str | None, str | None] | None:
@@ -73,38 +51,6 @@ class AuthTokenView(APIView):
     # surrogate) must be a failed sign-in, counted, not a bare 400 (issue 11).
     parser_classes = [NestingSafeJSONParser, FormParser]
 
-    @extend_schema(
-        operation_id="auth_token",
-        summary="Exchange a client's credentials for an access token",
-        tags=["auth"],
-        request={
-            "application/x-www-form-urlencoded": CredentialsSerializer,
-            "application/json": CredentialsSerializer,
-        },
-        responses={
-            200: AccessTokenSerializer,
-            **error_responses(
-                406,
-                415,
-                s400="`unsupported_grant_type`, `invalid_scope` (a scope the client does not "
-                "hold) or a body that cannot be read (`malformed_request`).",
-                s401="Unknown client or wrong secret (`invalid_client`, with WWW-Authenticate).",
-                s429="Too many failed sign-ins from this address (`too_many_failures`); "
-                "wait for Retry-After seconds.",
-            ),
-        },
-        examples=[
-            OpenApiExample(
-                "Client credentials",
-                value={
-                    "grant_type": "client_credentials",
-                    "client_id": "billing",
-                    "client_secret": "…",
-                },
-                request_only=True,
-            )
-        ],
-    )
     @method_decorator(sensitive_variables("client_secret", "credentials"))
     def post(self, request):
         data = request.data if hasattr(request.data, "get") else {}

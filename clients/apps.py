@@ -8,10 +8,9 @@ class ClientsConfig(AppConfig):
     default = True
 
     def ready(self):
-        from clients import (
-            checks,  # noqa: F401 - registers the console access checks
-            schema,  # noqa: F401 - registers the API's security schemes
-        )
+        # Not clients.schema: the OpenAPI descriptions load only when a schema is
+        # generated (tokens.schema.load_descriptions; tokenserver/openapi.py says why).
+        from clients import checks  # noqa: F401 - registers the console access checks
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):

@@ -1,15 +1,23 @@
 """
 What the OpenAPI description (drf-spectacular) shares across the API: the error
-body and the statuses that carry it, and the seed's envelopes around objects
-and pages. The views describe themselves with `extend_schema`; these pieces
-keep the error body and the envelopes described once.
+body and the statuses that carry it, the seed's envelopes around objects and
+pages, and `described`, which the apps' `schema` modules use to describe their
+views.
 
-The serializers here only describe answers (the views build them as dicts):
-Schemathesis, run against the live schema in the tests, checks that what is
-served matches what is described.
+Loaded only when a schema is generated, never in a worker that has not served
+one (tokenserver.openapi says why): the views carry no drf-spectacular
+annotation; each app's `schema` module describes them with
+OpenApiViewExtensions, registered when tokens.schema.load_descriptions (the
+preprocessing hook in SPECTACULAR_SETTINGS) imports them. Nothing a worker
+imports at start may import a `schema` module (tokenserver/tests/test_openapi.py
+checks it in a fresh process).
+
+The serializers here and in the `schema` modules only describe answers (the
+views build them as dicts): Schemathesis, run against the live schema in the
+tests, checks that what is served matches what is described.
 """
 
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema_view, inline_serializer
 from rest_framework import serializers
 
 
@@ -99,3 +107,14 @@ def paged(serializer_class, name: str):
         },
     )
     return inline_serializer(name=name, fields={"data": page, "success": SUCCESS})
+
+
+def described(view, **methods):
+    """
+    For an OpenApiViewExtension's view_replacement(): a subclass of `view` with
+    `methods` ({"get": extend_schema(...), ...}) applied as @extend_schema_view
+    would. A new subclass each call: the view itself, which serves requests,
+    stays unannotated (extend_schema_view wraps inherited methods).
+    """
+    replacement = type(view.__name__, (view,), {"__module__": view.__module__})
+    return extend_schema_view(**methods)(replacement)

@@ -396,6 +396,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Loads the API's descriptions (each app's `schema` module) when a schema is
+    # generated, not in every worker at start (tokenserver/openapi.py says why).
+    "PREPROCESSING_HOOKS": ["tokens.schema.load_descriptions"],
     # One name per choice set used by several fields.
     "ENUM_NAME_OVERRIDES": {
         "FetchOutcomeEnum": "tokens.models.FetchLog.Outcome",

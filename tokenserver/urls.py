@@ -7,7 +7,6 @@ at / linking them.
 from django.contrib import admin
 from django.urls import path
 from django.views import defaults
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clients.api import AuthTokenView
 from realms.api import RealmDetailView, RealmListView
@@ -22,12 +21,22 @@ from tokenserver.errors import json_or_default
 from tokenserver.health import healthz, readyz
 from tokenserver.home import home
 from tokenserver.metrics import metrics_view
+from tokenserver.openapi import lazy_view
 
 urlpatterns = [
     path("", home, name="home"),
-    # Public, like the probes: the description of the API holds no secret.
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Public, like the probes: the description of the API holds no secret. Imported
+    # on their first request, not in every worker (tokenserver.openapi).
+    path(
+        "api/schema/",
+        lazy_view("drf_spectacular.views.SpectacularAPIView"),
+        name="api-schema",
+    ),
+    path(
+        "api/docs/",
+        lazy_view("drf_spectacular.views.SpectacularSwaggerView", url_name="api-schema"),
+        name="api-docs",
+    ),
     path("api/realm", RealmListView.as_view(), name="realm-list"),
     path("api/realm/<str:realm_id>", RealmDetailView.as_view(), name="realm-detail"),
     path("api/realm/<str:realm_id>/test", TestFetchView.as_view(), name="realm-test"),

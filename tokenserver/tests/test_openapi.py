@@ -8,17 +8,22 @@ the console, the docs, the schema and the probes.
 The live conformance of the answers to the schema is tests/test_schemathesis.py.
 """
 
+import json
 import re
+import subprocess
 import sys
 
 import pytest
 import requests
 import yaml
+from django.conf import settings
 from django.core.management import call_command
 from django.urls import get_resolver
 
+from clients.access_tokens import access_token_issue
 from clients.scopes import SCOPES
-from tests.helpers import production_server
+from clients.services import client_create
+from tests.helpers import child_env, production_server
 
 pytestmark = pytest.mark.django_db
 
@@ -154,6 +159,90 @@ def test_the_docs_page_works_offline_under_the_production_server(tmp_path):
         assets, 200
     )
     assert schema.status_code == 200
+
+
+# --- Loaded when asked for, not in every worker (issue 10, issue 13) -------------------
+
+#: What drf-spectacular's generator brings along: ~2.3 MiB a worker never needs
+#: unless it serves the schema (issue 10: RSS ≤ 80 MiB per worker).
+SCHEMA_MACHINERY = ("drf_spectacular.plumbing", "rest_framework.test", "django.test", "unittest")
+
+# Run in a fresh interpreter, as a production worker starts: the WSGI entry point, the
+# URLconf, a token request (the hot path), then the schema and the docs. Prints what
+# of SCHEMA_MACHINERY was loaded after each step, and the answers.
+WORKER_PROBE = """
+import io, json, sys
+
+from tokenserver.wsgi import application
+import tokenserver.urls  # noqa: F401
+
+MACHINERY = %r
+
+
+def loaded():
+    return sorted(name for name in MACHINERY if name in sys.modules)
+
+
+def get(path, query="", **headers):
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
+        **headers,
+    }
+    status = []
+    response = application(environ, lambda line, headers, exc_info=None: status.append(line))
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()
+    return int(status[0].split()[0]), body.decode()
+
+
+report = {"started": loaded()}
+token = get("/api/token", "realm=wxgzh&key=wxgzh_secret", HTTP_AUTHORIZATION=sys.argv[1])
+report["token"] = [token[0], json.loads(token[1])]
+report["after_token"] = loaded()
+schema = get("/api/schema/", "format=json")
+report["schema"] = [schema[0], sorted(json.loads(schema[1])["paths"])]
+report["docs"] = get("/api/docs/")[0]
+report["after_schema"] = loaded()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_loads_the_schema_machinery_only_when_the_schema_is_asked_for(
+    wechat_secret, upstream
+):
+    # Issue 10 / issue 13: drf-spectacular's views and @extend_schema annotations imported
+    # its generator (and with it rest_framework.test, django.test, unittest) into every
+    # worker at start: RSS over the 80 MiB target. Now the schema routes import their
+    # views on first request and the descriptions load with the generator.
+    upstream.reply("/cgi-bin/token", {"access_token": "WX-TOKEN", "expires_in": 7200})
+    client, _ = client_create("probe", scopes=["token:read"], allow=["wxgzh/*"])
+    token, _ = access_token_issue(client.client_id, client.scopes, allow=client.allow)
+
+    probe = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE % (SCHEMA_MACHINERY,), f"Bearer {token}"],
+        cwd=settings.BASE_DIR,
+        env=child_env(
+            ALLOWED_HOSTS="127.0.0.1", DEBUG="off", TOKENSERVER_HTTPS="off", LOG_LEVEL="WARNING"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads(probe.stdout.splitlines()[-1])
+
+    status, answer = report["token"]
+    assert (status, answer["token"], answer["source"]) == (200, "WX-TOKEN", "upstream")
+    assert report["started"] == report["after_token"] == []
+    # The schema and its docs still answer, with every route; only now the machinery is in.
+    assert report["schema"][0] == 200 and "/api/token" in report["schema"][1]
+    assert report["docs"] == 200
+    assert report["after_schema"] == sorted(SCHEMA_MACHINERY)
 
 
 # --- The landing page -----------------------------------------------------------------
