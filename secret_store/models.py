@@ -1,3 +1,4 @@
+import re
 import unicodedata
 
 from django.conf import settings
@@ -22,13 +23,26 @@ validate_key_name = RegexValidator(
 )
 
 
+#: A PEM block (a private key for JWT assertions), alone in the value.
+_PEM_BLOCK = re.compile(r"\s*-----BEGIN ([A-Z0-9 ]+)-----[A-Za-z0-9+/=\s:,-]*-----END \1-----\s*")
+
+
 def validate_secret_text(value: str) -> None:
     """
     A secret value goes into URLs, headers and bodies as it is: a control character
     (often a newline pasted with it) or a lone surrogate could never be sent, so it is
     refused here rather than at every fetch (issue 11). Nothing is stripped silently.
+
+    One exception (issue 14): a value that is a PEM block alone (the private key a
+    realm's JWT settings sign with, realms.assertions) may hold line breaks (LF or
+    CR LF), as PEM is written: the signer reads it, and a header or Basic credentials
+    that referenced it would still be refused at fetch time. Other control characters
+    are refused in it too.
     """
+    line_breaks_allowed = _PEM_BLOCK.fullmatch(value) is not None
     for position, char in enumerate(value, start=1):
+        if line_breaks_allowed and char in "\r\n":
+            continue
         if unicodedata.category(char) == "Cc":
             what = "a line break" if char in "\r\n" else "a control character"
             where = "at the end" if position == len(value) else f"at position {position}"
