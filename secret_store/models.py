@@ -24,7 +24,7 @@ validate_key_name = RegexValidator(
 
 
 #: A PEM block (a private key for JWT assertions), alone in the value.
-_PEM_BLOCK = re.compile(r"\s*-----BEGIN ([A-Z0-9 ]+)-----[A-Za-z0-9+/=\s:,-]*-----END \1-----\s*")
+_PEM_BLOCK = re.compile(r"\s*-----BEGIN ([A-Z0-9 ]+)-----.*-----END \1-----\s*", re.DOTALL)
 
 
 def validate_secret_text(value: str) -> None:

@@ -79,3 +79,45 @@ def test_the_console_refuses_a_control_character_inside_a_value(console, realm):
     assert page.status_code == 200  # the form again, with the error
     assert "holds a control character (U+0007) at position 7" in page.content.decode()
     assert not Secret.objects.exists()
+
+
+# --- Issue 14: a PEM private key (JWT assertions) keeps its line breaks ------------
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2\n"
+    "OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+@pytest.mark.parametrize("value", [PEM, PEM.replace("\n", "\r\n"), PEM.rstrip("\n")])
+def test_the_api_stores_a_pem_key_with_its_line_breaks(api, realm, value):
+    response = api.post(
+        "/api/secret", {"realm": "wxgzh", "key": "app", "key_2": value}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert Secret.objects.get(name="app").key_2 == value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (PEM.replace("MIGH", "MI\x07GH"), "control character (U+0007)"),
+        (PEM.replace("\n", "\t", 1), "control character (U+0009)"),
+        # Line breaks only in a whole PEM block: text around one is refused as before.
+        ("appsecret\n" + PEM, "line break (U+000A) at position 10"),
+        ("-----BEGIN PRIVATE KEY-----\nMIGH", "line break (U+000A) at position 28"),
+    ],
+)
+def test_other_control_characters_and_stray_line_breaks_are_still_refused(
+    api, realm, value, message
+):
+    response = api.post(
+        "/api/secret", {"realm": "wxgzh", "key": "app", "key_2": value}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert message in " ".join(response.json()["fields"]["key_2"])
+    assert not Secret.objects.exists()
