@@ -68,11 +68,30 @@ def _check_key_fits(key, alg: str, name: str) -> None:
         if key.key_size < 2048:
             raise KeyUnreadable(f"the RSA key in {name} has {key.key_size} bits; use 2048 or more")
     else:
-        curve = _CURVES[alg]
+        curve = _CURVES.get(alg)
+        if curve is None:
+            return  # an unknown alg is the settings' error (validate_jwt_config), not the key's
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, curve):
             raise KeyUnreadable(
                 f"{alg} needs an EC private key on {curve.name}; {name} holds another"
             )
+
+
+def key_refusal(config: dict, values: dict[str, str]) -> tuple[str, str] | None:
+    """
+    Why the private key the `jwt` settings name cannot sign, as (value name,
+    message), or None: a key that is set but unreadable or of the wrong kind for
+    `alg`. For save-time checks of a secret; an unset key is no error there.
+    """
+    name = key_value_name(config)
+    key_text = render_template(config.get("key") or "", values)
+    if not key_text.strip():
+        return None
+    try:
+        _check_key_fits(load_private_key(key_text, name=name), config.get("alg", ""), name)
+    except KeyUnreadable as refusal:
+        return name, str(refusal)
+    return None
 
 
 def key_value_name(config: dict) -> str:

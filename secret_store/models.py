@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 from model_utils import FieldTracker
 
+from realms.assertions import key_refusal
 from realms.models import Realm
 from tokenserver.fields import EncryptedTextField
 
@@ -149,6 +150,18 @@ class Secret(models.Model):
             and self.credentials_changed()
         ):
             raise ValidationError({"token_expires_at": "This time is in the past."})
+        # The private key the realm's JWT settings sign with (issue 14): a key that
+        # cannot sign is refused now rather than at every fetch. No network I/O.
+        try:
+            realm = self.realm
+        except Realm.DoesNotExist:
+            realm = None
+        if realm is not None and realm.jwt and self.credentials_changed():
+            refusal = key_refusal(realm.jwt, self.values())
+            if refusal:
+                name, message = refusal
+                field = name if name in VALUE_FIELDS else "__all__"
+                raise ValidationError({field: f"{message}."})
         limit = settings.TOKENSERVER_MAX_TOKEN_BYTES
         if len(self.token.encode("utf-8", "surrogatepass")) > limit:
             raise ValidationError(
