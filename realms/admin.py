@@ -59,7 +59,8 @@ class ArgumentForm(forms.ModelForm):
             "value user:password (name unused).",
             "value": "A literal, or a template over the secret's values: $key_1 alone, "
             "${key_1} inside text (Bearer ${key_1}), $$ for a literal $. An argument that "
-            "is only $key_3 is left out when the secret has no key_3.",
+            "is only $key_3 is left out when the secret has no key_3. $jwt: the assertion "
+            "signed with the realm's JWT settings (above) for each fetch.",
         }
 
 
@@ -86,6 +87,15 @@ class RealmAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "kind", "comment")}),
         ("Request", {"fields": ("url", "method", "content_type", "code_url", "timeout")}),
+        (
+            "JWT assertion (RFC 7523: JWT-bearer grant, private_key_jwt)",
+            {
+                "fields": ("jwt",),
+                "description": "Arguments send the assertion signed with these settings as "
+                "$jwt: assertion=$jwt for the JWT-bearer grant, client_assertion=$jwt for "
+                "private_key_jwt client authentication.",
+            },
+        ),
         (
             "Answer",
             {

@@ -58,6 +58,14 @@ class RealmConfigSerializer(serializers.Serializer):
     rate_limit_codes = serializers.JSONField(required=False)
     breaker_threshold = serializers.IntegerField(required=False)
     breaker_cooldown = serializers.IntegerField(required=False)
+    # Checked by the model (realms.validators.validate_jwt_config), the one validation.
+    jwt = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="JWT assertion settings (RFC 7523), sent by arguments as $jwt: "
+        '{"alg": "RS256"|"ES256"|…, "key": "$key_2", "iss": "$key_1", "sub", "aud" '
+        '(blank: url), "scope", "kid", "lifetime" (≤ 3600)}; null: none.',
+    )
 
 
 class RealmWriteSerializer(serializers.Serializer):

@@ -5,9 +5,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from realms.validators import (
+    references_jwt,
     validate_code_list,
     validate_http_url,
     validate_jsonpath,
+    validate_jwt_config,
     validate_success_conditions,
     validate_template,
 )
@@ -148,6 +150,17 @@ class Realm(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Lifetime in seconds when the answer carries none.",
     )
+    jwt = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        validators=[validate_jwt_config],
+        help_text="JWT assertion (RFC 7523) that arguments send as $jwt, signed per fetch, e.g. "
+        '{"alg": "RS256", "key": "$key_2", "iss": "$key_1", "scope": "$key_3"}. '
+        "alg: RS256, RS384, RS512, PS256, ES256 or ES384; key, iss, sub, aud, scope, kid: "
+        "templates over the secret's values (aud blank: the url above); lifetime: at most "
+        "3600 s. Blank: none.",
+    )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -163,6 +176,10 @@ class Realm(models.Model):
         # checked by realm_upsert and the console's form
         # (realms.services.realm_url_refusals).
         errors = {}
+        if self.jwt == {}:
+            self.jwt = None  # an empty object says "no assertion", like null
+        if self.jwt is not None and self.kind != self.Kind.CONFIG:
+            errors["jwt"] = "Only a realm of kind config signs JWT assertions."
         if self.kind == self.Kind.CONFIG and not self.url:
             errors["url"] = "A realm of kind config needs the token endpoint's URL."
         if self.kind == self.Kind.CODE and not self.code_url:
@@ -177,7 +194,8 @@ class Argument(models.Model):
     """
     One parameter of a realm's token request: where it goes (`place`) and its
     value, a literal or a template over the secret's values (`$key_1`, or
-    `${key_1}` inside a string). Place `basic` sends HTTP Basic auth from a
+    `${key_1}` inside a string) and `$jwt`, the assertion the realm's `jwt`
+    settings sign for each fetch (realms.assertions). Place `basic` sends HTTP Basic auth from a
     `user:password` template such as `${key_1}:${key_2}`.
     """
 
@@ -220,3 +238,11 @@ class Argument(models.Model):
                 )
         elif not self.name:
             raise ValidationError({"name": "An argument needs a name."})
+        try:
+            realm = self.realm
+        except Realm.DoesNotExist:
+            realm = None
+        if references_jwt(self.value) and realm is not None and not realm.jwt:
+            raise ValidationError(
+                {"value": "$jwt is the signed assertion: give the realm jwt settings first."}
+            )

@@ -29,6 +29,7 @@ CONFIG_FIELDS = (
     "rate_limit_codes",
     "breaker_threshold",
     "breaker_cooldown",
+    "jwt",
 )
 
 #: Fields at the top level of the API's realm object.

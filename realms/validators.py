@@ -19,8 +19,13 @@ from tokenserver.jsonpaths import (  # noqa: F401 - re-exported
     validate_success_conditions,
 )
 
-#: Names an argument template may reference: the secret's five values.
+#: Names a template may reference: the secret's five values.
 TEMPLATE_NAMES = frozenset(f"key_{n}" for n in range(1, 6))
+
+#: What an argument may reference besides: `$jwt`, the assertion the realm's `jwt`
+#: settings sign for each fetch (RFC 7523; realms.assertions).
+JWT_NAME = "jwt"
+ARGUMENT_TEMPLATE_NAMES = TEMPLATE_NAMES | {JWT_NAME}
 
 validate_http_url = URLValidator(
     schemes=["http", "https"], message="Enter a valid http or https URL."
@@ -31,8 +36,13 @@ def validate_template(value: str) -> None:
     """
     An argument value is a literal or a template in string.Template syntax:
     `$key_1` alone, `${key_1}` inside a string (`Bearer ${key_1}`), `$$` for a
-    literal dollar sign. Only `key_1` … `key_5` may be referenced.
+    literal dollar sign. Only `key_1` … `key_5` may be referenced, and `$jwt`
+    (the signed assertion) where the realm has `jwt` settings.
     """
+    _validate_template(value, ARGUMENT_TEMPLATE_NAMES)
+
+
+def _validate_template(value: str, names: frozenset) -> None:
     template = string.Template(value)
     if not template.is_valid():
         raise ValidationError(
@@ -41,20 +51,104 @@ def validate_template(value: str) -> None:
             code="invalid_template",
             params={"value": value},
         )
-    unknown = sorted(set(template.get_identifiers()) - TEMPLATE_NAMES)
+    unknown = sorted(set(template.get_identifiers()) - names)
     if unknown:
+        known = "key_1 … key_5, jwt" if JWT_NAME in names else "key_1 … key_5"
         raise ValidationError(
-            "Template references %(names)s; only key_1 … key_5 exist "
-            "(use ${key_1} inside a string).",
+            "Template references %(names)s; only %(known)s exist (use ${key_1} inside a string).",
             code="unknown_template_name",
-            params={"names": ", ".join(f"${name}" for name in unknown)},
+            params={"names": ", ".join(f"${name}" for name in unknown), "known": known},
         )
 
 
+def references_jwt(value: str) -> bool:
+    """Whether an argument template references the signed assertion (`$jwt`)."""
+    template = string.Template(value)
+    return template.is_valid() and JWT_NAME in template.get_identifiers()
+
+
 def render_template(value: str, values: dict[str, str]) -> str:
-    """Render an argument template with a secret's values (unset ones are empty)."""
-    mapping = {name: values.get(name) or "" for name in TEMPLATE_NAMES}
+    """
+    Render a template with a secret's values (unset ones are empty); `values` may
+    carry `jwt`, the assertion signed for this fetch.
+    """
+    mapping = {name: values.get(name) or "" for name in ARGUMENT_TEMPLATE_NAMES}
     return string.Template(value).substitute(mapping)
+
+
+# --- JWT assertions (RFC 7523) ------------------------------------------------------
+
+#: Signing algorithms a realm's `jwt` settings may name (asymmetric only: the key is
+#: the secret's, the provider holds the public half).
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
+
+#: Longest assertion lifetime (RFC 7523 leaves it to the provider; Google refuses more).
+JWT_MAX_LIFETIME = 3600
+
+#: The `jwt` settings: which are templates over the secret's values, which are required.
+JWT_TEMPLATE_FIELDS = ("key", "iss", "sub", "aud", "scope", "kid")
+JWT_REQUIRED_FIELDS = ("alg", "key", "iss")
+JWT_FIELDS = ("alg", *JWT_TEMPLATE_FIELDS, "lifetime")
+
+
+def validate_jwt_config(config) -> None:
+    """
+    A realm's `jwt` settings: how to sign the assertion `$jwt` stands for.
+
+        {"alg": "RS256", "key": "$key_2", "iss": "$key_1", "sub": "", "aud": "",
+         "scope": "$key_3", "kid": "", "lifetime": 3600}
+
+    `alg` one of JWT_ALGORITHMS; `key` (the PEM private key), `iss`, `sub`, `aud`,
+    `scope`, `kid` templates over key_1 … key_5 (`aud` blank: the realm's url; `sub`,
+    `scope`, `kid` blank or empty once rendered: left out); `lifetime` 1 … 3600 s
+    (default 3600). Errors name the setting ("jwt.alg: …").
+    """
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise ValidationError(
+            'Give an object, e.g. {"alg": "RS256", "key": "$key_2", "iss": "$key_1"}.',
+            code="invalid_jwt",
+        )
+    errors = []
+    unknown = sorted(set(config) - set(JWT_FIELDS))
+    if unknown:
+        errors.append(
+            f"unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(JWT_FIELDS)}."
+        )
+    for name in JWT_REQUIRED_FIELDS:
+        if not config.get(name):
+            errors.append(f"jwt.{name}: this setting is required.")
+    alg = config.get("alg")
+    if alg and alg not in JWT_ALGORITHMS:
+        errors.append(f"jwt.alg: {alg!r} is not supported; use one of {', '.join(JWT_ALGORITHMS)}.")
+    for name in JWT_TEMPLATE_FIELDS:
+        value = config.get(name, "")
+        if not isinstance(value, str):
+            errors.append(f"jwt.{name}: give text (a template such as $key_1).")
+            continue
+        try:
+            _validate_template(value, TEMPLATE_NAMES)
+        except ValidationError as error:
+            errors.extend(f"jwt.{name}: {message}" for message in error.messages)
+    key = config.get("key")
+    if (
+        isinstance(key, str)
+        and string.Template(key).is_valid()  # an invalid one is reported above
+        and key
+        and not string.Template(key).get_identifiers()
+    ):
+        # A literal key would sit in the realm, shown to every reader: keys are secret values.
+        errors.append("jwt.key: reference the secret value holding the key, e.g. $key_2.")
+    lifetime = config.get("lifetime", JWT_MAX_LIFETIME)
+    if (
+        not isinstance(lifetime, int)
+        or isinstance(lifetime, bool)
+        or not 1 <= lifetime <= JWT_MAX_LIFETIME
+    ):
+        errors.append(f"jwt.lifetime: give whole seconds from 1 to {JWT_MAX_LIFETIME}.")
+    if errors:
+        raise ValidationError(errors, code="invalid_jwt")
 
 
 def validate_code_list(codes) -> None:

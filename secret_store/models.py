@@ -1,3 +1,4 @@
+import re
 import unicodedata
 
 from django.conf import settings
@@ -7,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 from model_utils import FieldTracker
 
+from realms.assertions import key_refusal
 from realms.models import Realm
 from tokenserver.fields import EncryptedTextField
 
@@ -22,13 +24,26 @@ validate_key_name = RegexValidator(
 )
 
 
+#: A PEM block (a private key for JWT assertions), alone in the value.
+_PEM_BLOCK = re.compile(r"\s*-----BEGIN ([A-Z0-9 ]+)-----.*-----END \1-----\s*", re.DOTALL)
+
+
 def validate_secret_text(value: str) -> None:
     """
     A secret value goes into URLs, headers and bodies as it is: a control character
     (often a newline pasted with it) or a lone surrogate could never be sent, so it is
     refused here rather than at every fetch (issue 11). Nothing is stripped silently.
+
+    One exception (issue 14): a value that is a PEM block alone (the private key a
+    realm's JWT settings sign with, realms.assertions) may hold line breaks (LF or
+    CR LF), as PEM is written: the signer reads it, and a header or Basic credentials
+    that referenced it would still be refused at fetch time. Other control characters
+    are refused in it too.
     """
+    line_breaks_allowed = _PEM_BLOCK.fullmatch(value) is not None
     for position, char in enumerate(value, start=1):
+        if line_breaks_allowed and char in "\r\n":
+            continue
         if unicodedata.category(char) == "Cc":
             what = "a line break" if char in "\r\n" else "a control character"
             where = "at the end" if position == len(value) else f"at position {position}"
@@ -135,6 +150,18 @@ class Secret(models.Model):
             and self.credentials_changed()
         ):
             raise ValidationError({"token_expires_at": "This time is in the past."})
+        # The private key the realm's JWT settings sign with (issue 14): a key that
+        # cannot sign is refused now rather than at every fetch. No network I/O.
+        try:
+            realm = self.realm
+        except Realm.DoesNotExist:
+            realm = None
+        if realm is not None and realm.jwt and self.credentials_changed():
+            refusal = key_refusal(realm.jwt, self.values())
+            if refusal:
+                name, message = refusal
+                field = name if name in VALUE_FIELDS else "__all__"
+                raise ValidationError({field: f"{message}."})
         limit = settings.TOKENSERVER_MAX_TOKEN_BYTES
         if len(self.token.encode("utf-8", "surrogatepass")) > limit:
             raise ValidationError(

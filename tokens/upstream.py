@@ -27,8 +27,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from realms.assertions import KeyUnreadable, sign_assertion
 from realms.models import Argument, Realm
-from realms.validators import compile_jsonpath, render_template
+from realms.validators import JWT_NAME, compile_jsonpath, references_jwt, render_template
 from secret_store.models import Secret
 from tokens.models import FetchLog
 from tokenserver import netguard
@@ -99,6 +100,8 @@ class TokenRequest:
     content_type: str
     auth: tuple | None
     timeout: float
+    #: The JWT assertion signed for this request ($jwt), cut out of anything logged.
+    assertion: str = ""
 
 
 # --- One deadline for the whole call -------------------------------------------------
@@ -208,7 +211,12 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
         return TokenRequest("POST", realm.code_url, {}, {}, body, "json", None, realm.timeout)
 
     params, headers, body, auth = {}, {}, {}, None
-    for argument in realm.arguments.all():
+    arguments = list(realm.arguments.all())
+    assertion = ""
+    if any(references_jwt(argument.value) for argument in arguments):
+        assertion = _assertion(realm, values)
+        values = {**values, JWT_NAME: assertion}
+    for argument in arguments:
         if argument.is_optional_for(values):
             continue
         _check_argument(argument, values)
@@ -223,8 +231,32 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
             user, _, password = rendered.partition(":")
             auth = (user, password)
     return TokenRequest(
-        realm.method, realm.url, params, headers, body, realm.content_type, auth, realm.timeout
+        realm.method,
+        realm.url,
+        params,
+        headers,
+        body,
+        realm.content_type,
+        auth,
+        realm.timeout,
+        assertion,
     )
+
+
+def _assertion(realm: Realm, values: dict) -> str:
+    """
+    The JWT assertion `$jwt` renders to, signed now with the secret's private key
+    (realms.assertions). A key that cannot be used is the secret's fault, reported
+    naming the value (key_2), never showing it; nothing is sent.
+    """
+    if not realm.jwt:
+        _refuse("an argument sends $jwt but the realm has no jwt settings")
+    try:
+        return sign_assertion(realm.jwt, values, realm.url)
+    except KeyUnreadable as exc:
+        _refuse(f"the JWT assertion cannot be signed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - PyJWT/cryptography: name the kind only
+        _refuse(f"the JWT assertion cannot be signed ({type(exc).__name__})")
 
 
 # --- Values that cannot be sent ------------------------------------------------------
@@ -376,6 +408,9 @@ def _sent_forms(secret: Secret, request: "TokenRequest | None") -> list[str]:
                 json.dumps(value, ensure_ascii=False)[1:-1],
             }
         )
+    if request is not None and request.assertion:
+        # The assertion is a credential for its lifetime; its signature alone too.
+        forms.update({request.assertion, request.assertion.rpartition(".")[2]})
     if request is not None and request.auth is not None:
         user, password = request.auth
         raw = f"{user}:{password}".encode("utf-8", "surrogatepass")
