@@ -11,10 +11,15 @@ Where it lives: the database (`RememberedError`, one row per secret) is the
 authority, so every worker and host agrees in every configuration, the
 local-memory one included; the token path reads it in the query that loads
 the secret anyway (load_secret joins it), so it costs no query of its own.
-With Redis, a copy under `flag:permanent:<realm>:<key>` lets the requests that
-wait for the holder's fetch see the answer without a database query per poll;
-without Redis (or while it is down) they read the row. The hot path (a cached
-token) never looks here: a valid token is served whatever the upstream says.
+A copy in the cache (`flag:permanent:<realm>:<key>`) lets the requests that
+wait for the holder's fetch see its answer without a database query per poll:
+with Redis every worker and host sees it; with the local-memory cache only
+the threads of the process that wrote it (or read the row), and only for
+TOKENSERVER_LOCAL_CACHE_TTL, like token entries, so a save made through another
+process reaches them within that time. A waiter that does not see a copy
+(another process, Redis down) gets the lock in its turn and reads the row. The
+hot path (a cached token) never looks here: a valid token is served whatever
+the upstream says.
 
 A remembered answer holds only for the secret's `version` and the realm's
 `updated_at` it was fetched with: a fetch that started before the operator
@@ -48,9 +53,12 @@ def is_permanent(realm: Realm, failure: UpstreamFailure) -> bool:
     an answer with an error code listed in `permanent_error_codes` (compared
     as text, as the fetch log records codes: 40125 and "40125" alike), and
     remembering is on (`permanent_error_ttl` > 0). Timeouts, unreachable
-    upstreams and unreadable answers never are.
+    upstreams, unreadable answers and HTTP 5xx (the provider is unwell,
+    whatever the body says; such calls are retried) never are.
     """
     if realm.permanent_error_ttl <= 0 or failure.outcome != FetchLog.Outcome.UPSTREAM_ERROR:
+        return False
+    if failure.http_status is not None and failure.http_status >= 500:
         return False
     codes = {str(code) for code in realm.permanent_error_codes or []}
     return bool(failure.error_code) and failure.error_code in codes
@@ -133,10 +141,7 @@ def remember(secret: Secret, failure: UpstreamFailure, now: float) -> Remembered
         secret.version,
         realm.updated_at.timestamp(),
     )
-    if settings.REDIS_URL:
-        shared_cache.flag_set(
-            _flag(secret.realm_id, secret.name), asdict(remembered), realm.permanent_error_ttl
-        )
+    _copy(secret, remembered, now)
     try:
         _store(secret.pk, remembered)
     except DatabaseError:
@@ -180,6 +185,15 @@ def loaded(secret: Secret, now: float) -> Remembered | None:
     return remembered if remembered.applies_to(secret, now) else None
 
 
+def _copy(secret: Secret, remembered: Remembered, now: float) -> None:
+    """The cache's copy, for the waiters (briefly, in a per-process cache)."""
+    seconds = remembered.until - now
+    if not settings.REDIS_URL:
+        seconds = min(seconds, settings.TOKENSERVER_LOCAL_CACHE_TTL)
+    if seconds > 0:
+        shared_cache.flag_set(_flag(secret.realm_id, secret.name), asdict(remembered), seconds)
+
+
 def _from_flag(value) -> Remembered | None:
     try:
         return Remembered(**value) if isinstance(value, dict) else None
@@ -189,12 +203,12 @@ def _from_flag(value) -> Remembered | None:
 
 def recall(secret: Secret, now: float, *, database: bool = True) -> Remembered | None:
     """
-    The secret's remembered error, read anew, if it applies now: the Redis
-    copy first; then, with `database` (or without Redis, or while it is
-    down), the row. Waiters poll with `database=False`; the holder of the
-    lock, about to call the upstream, reads the row too.
+    The secret's remembered error, read anew, if it applies now. Waiters poll
+    with `database=False`: the cache's copy only. Otherwise (the holder of the
+    lock, about to call the upstream) the Redis copy, else the row, which is
+    then copied to the cache for this process's (or every host's) waiters.
     """
-    if settings.REDIS_URL and shared_cache.cache_available():
+    if settings.REDIS_URL or not database:
         copy = _from_flag(shared_cache.flag_get(_flag(secret.realm_id, secret.name)))
         if copy is not None and copy.applies_to(secret, now):
             return copy
@@ -207,7 +221,10 @@ def recall(secret: Secret, now: float, *, database: bool = True) -> Remembered |
     if row is None:
         return None
     remembered = Remembered.from_row(row)
-    return remembered if remembered.applies_to(secret, now) else None
+    if not remembered.applies_to(secret, now):
+        return None
+    _copy(secret, remembered, now)
+    return remembered
 
 
 def forget(secrets: Q, pairs) -> None:
@@ -217,8 +234,7 @@ def forget(secrets: Q, pairs) -> None:
     the secret or its realm, and after a test fetch that got a token.
     """
     RememberedError.objects.filter(secrets).delete()
-    if settings.REDIS_URL:
-        shared_cache.flag_delete_many(_flag(realm_id, key) for realm_id, key in pairs)
+    shared_cache.flag_delete_many(_flag(realm_id, key) for realm_id, key in pairs)
 
 
 def remaining(secret: Secret, now: float | None = None) -> float | None:

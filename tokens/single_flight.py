@@ -241,7 +241,7 @@ def _wait_for_holder(
                 outcome = "token"
                 return found
             if recall:
-                # Redis only (with it): the holder writes its copy before letting go.
+                # The cache's copy only: the holder writes it before letting go.
                 now = time.time()
                 remembered = permanent_errors.recall(secret, now, database=False)
                 if remembered:
@@ -357,6 +357,8 @@ def fetch_and_store(
                 refused.detail, retry_after=refused.retry_after, outcome=FetchLog.Outcome.REJECTED
             ) from None
         except upstream.UpstreamFailure as failure:
+            # First, so the requests waiting on this call see it at once.
+            remembered = permanent_errors.remember(secret, failure, time.time())
             _log_attempt(
                 secret,
                 trigger=trigger,
@@ -376,7 +378,6 @@ def fetch_and_store(
                 attempt += 1
                 continue
             _failed(secret, failure.outcome, failure.error_code, failure.error_message, attempt + 1)
-            remembered = permanent_errors.remember(secret, failure, time.time())
             _raise_for(failure, retry_after=realm.permanent_error_ttl if remembered else None)
 
     guards.record_success(realm)
