@@ -93,9 +93,11 @@ class Remembered:
 
     def error(self, now: float) -> UpstreamError:
         """The 502 the real attempt answered, with the time left as Retry-After."""
+        # Now, not `now`: the copy may have been written since that was read (a
+        # Retry-After past the window's end).
         return UpstreamError(
             self.detail,
-            retry_after=retry_after(self.until - now),
+            retry_after=retry_after(self.until - max(now, time.time())),
             outcome=self.outcome,
             http_status=self.http_status,
             error_code=self.error_code,
