@@ -237,10 +237,3 @@ def forget(secrets: Q, pairs) -> None:
     """
     RememberedError.objects.filter(secrets).delete()
     shared_cache.flag_delete_many(_flag(realm_id, key) for realm_id, key in pairs)
-
-
-def remaining(secret: Secret, now: float | None = None) -> float | None:
-    """Seconds the secret's remembered error still holds (None: none), for the console."""
-    now = time.time() if now is None else now
-    remembered = recall(secret, now)
-    return None if remembered is None else remembered.until - now

@@ -325,3 +325,13 @@ def test_300_requests_across_4_processes_make_one_upstream_call(
     )
     assert len(upstream.calls(PATH)) == 1
     assert FetchLog.objects.count() == 1
+
+
+def test_the_secret_page_says_the_error_is_answered_from_memory(upstream, secret, console):
+    upstream.reply(PATH, WRONG_SECRET)
+    _error_of(_get)
+
+    page = console.get(f"/admin/secrets/secret/{secret.pk}/change/").content.decode()
+
+    assert "invalid appsecret" in page
+    assert "Answered from memory until" in page
