@@ -61,8 +61,20 @@ def _error_of(call):
     return raised.value
 
 
+#: The lock's lease while 300 requests run at once: on 2 shared cores they can
+#: starve the holder's heartbeat past the 5 s lease, and a lock taken over means
+#: a second holder and call (DESIGN.md: "at worst two fetches"), which is the
+#: lock's property, not the one measured here.
+LONG_LEASE = 30
+
+
+@pytest.fixture
+def gunicorn_env():
+    return {"TOKENSERVER_LOCK_LEASE": str(LONG_LEASE)}
+
+
 def test_300_concurrent_requests_with_a_wrong_secret_make_one_upstream_call(
-    upstream, secret, realm
+    upstream, secret, realm, settings
 ):
     # Issue 14: today 300 apps asking with a wrong secret cost 300 upstream calls.
     # A slow answer keeps them all waiting on the one call in flight; a long
@@ -70,6 +82,7 @@ def test_300_concurrent_requests_with_a_wrong_secret_make_one_upstream_call(
     # (they wait timeout + 1 s, then answer 503 lock_timeout).
     realm.timeout = 30
     realm.save()
+    settings.TOKENSERVER_LOCK_LEASE = LONG_LEASE
     upstream.reply(PATH, WRONG_SECRET, delay=0.3)
     # Each thread holds a database connection: MariaDB allows 151 by default, so
     # there the 300 requests come in waves of 100 (still within the window).
