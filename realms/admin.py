@@ -119,6 +119,8 @@ class RealmAdmin(admin.ModelAdmin):
                     "max_concurrency",
                     "max_retries",
                     "rate_limit_codes",
+                    "permanent_error_codes",
+                    "permanent_error_ttl",
                     "breaker_threshold",
                     "breaker_cooldown",
                 )

@@ -56,6 +56,8 @@ class RealmConfigSerializer(serializers.Serializer):
     min_flush_interval = serializers.IntegerField(required=False)
     max_retries = serializers.IntegerField(required=False)
     rate_limit_codes = serializers.JSONField(required=False)
+    permanent_error_codes = serializers.JSONField(required=False)
+    permanent_error_ttl = serializers.IntegerField(required=False)
     breaker_threshold = serializers.IntegerField(required=False)
     breaker_cooldown = serializers.IntegerField(required=False)
     # Checked by the model (realms.validators.validate_jwt_config), the one validation.

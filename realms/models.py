@@ -129,6 +129,21 @@ class Realm(models.Model):
         help_text="Upstream error codes that mean 'too many calls' (WeChat: [45009, 45011]); "
         "like HTTP 429, they make the realm back off.",
     )
+    permanent_error_codes = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_code_list],
+        help_text="Upstream error codes that only an operator can cure (WeChat: 40013 invalid "
+        "AppID, 40125 invalid AppSecret, 40164 caller IP not whitelisted; OAuth2: "
+        "invalid_client). Such an answer is remembered for the secret for "
+        "permanent_error_ttl seconds: requests get the same 502 without an upstream call, "
+        "until the time passes or the secret or realm is saved.",
+    )
+    permanent_error_ttl = models.PositiveIntegerField(
+        default=600,
+        validators=[MaxValueValidator(86400)],
+        help_text="Seconds a permanent error (permanent_error_codes) is remembered; 0: never.",
+    )
     breaker_threshold = models.PositiveSmallIntegerField(
         default=5,
         validators=[MinValueValidator(1)],

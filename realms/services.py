@@ -27,6 +27,8 @@ CONFIG_FIELDS = (
     "min_flush_interval",
     "max_retries",
     "rate_limit_codes",
+    "permanent_error_codes",
+    "permanent_error_ttl",
     "breaker_threshold",
     "breaker_cooldown",
     "jwt",

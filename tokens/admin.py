@@ -1,5 +1,6 @@
 import csv
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -16,6 +17,7 @@ from realms.models import Realm
 from secret_store.admin import SecretAdmin
 from secret_store.models import Secret
 from secret_store.services import secret_set_enabled
+from tokens import permanent_errors
 from tokens.models import FetchLog, Notification, RefreshHealth, StoredToken, TokenState
 from tokens.services import token_clear, token_test_fetch
 from tokens.states import (
@@ -139,7 +141,16 @@ class SecretTokenAdmin(SecretAdmin):
         if health is None:
             return "No refresh has failed."
         if health.failing:
-            return f"{health.label()}; last error: {health.error_text() or '-'}"
+            text = f"{health.label()}; last error: {health.error_text() or '-'}"
+            # The secret's page only (one query): a remembered permanent error (issue 14).
+            remembered = permanent_errors.loaded(obj, time.time())
+            if remembered:
+                until = _local(datetime.fromtimestamp(remembered.until, tz=UTC))
+                text += (
+                    f". Answered from memory until {until}, without calling the upstream; "
+                    "saving the secret or its realm, or a test fetch, tries again."
+                )
+            return text
         recovered = _local(health.changed_at)
         return f"ok since {recovered} (the last failure: {health.error_text() or '-'})"
 

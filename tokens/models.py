@@ -266,6 +266,40 @@ class RefreshHealth(models.Model):
         )
 
 
+class RememberedError(models.Model):
+    """
+    A permanent upstream error of one secret, remembered (issue 14, "Permanent
+    errors remembered"): an answer whose code is in the realm's
+    `permanent_error_codes` can only change when an operator changes
+    something, so until `until` the token path answers with it (the same 502
+    and detail) instead of calling the upstream again. The row is the
+    authority, shared by every worker and host (tokens.permanent_errors keeps
+    a copy in Redis for waiters to poll); saving the secret or its realm
+    deletes it (tokens.signals). It only holds for the secret's `version` and
+    the realm's `updated_at` it was fetched with, so an answer to credentials
+    replaced during the call is never applied to the new ones. Holds the error
+    code and the scrubbed message and detail (as the fetch log does), never a
+    token or a secret value.
+    """
+
+    secret = models.OneToOneField(
+        Secret, on_delete=models.CASCADE, primary_key=True, related_name="remembered_error"
+    )
+    secret_version = models.PositiveIntegerField()
+    realm_updated_at = models.DateTimeField()
+    until = models.DateTimeField()
+    outcome = models.CharField(max_length=20)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    #: The 502's detail, as the real attempt answered it.
+    detail = models.TextField()
+    remembered_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"remembered error of {self.secret_id}: {self.error_code}"
+
+
 class Notification(models.Model):
     """
     A failure notification (a secret's refresh started failing, or recovered)

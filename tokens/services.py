@@ -192,9 +192,13 @@ def token_test_fetch(realm_id: str, key: str, *, client: str = "") -> dict:
         result = _fixed_token(secret, time.time())
     else:
         try:
-            # Not subject to the flush interval: the operator wants a real call.
+            # Not subject to the flush interval, nor to a remembered permanent error:
+            # the operator (who may just have fixed the provider's IP whitelist) wants
+            # a real call, and its answer sets or clears what is remembered.
             need = Need(fetched_after=time.time())
-            result = refresh(secret, need, trigger=FetchLog.Trigger.ADMIN, client=client)
+            result = refresh(
+                secret, need, trigger=FetchLog.Trigger.ADMIN, client=client, recall=False
+            )
         except (UpstreamError, UpstreamUnavailable, LockWaitTimeout) as error:
             return {
                 "ok": False,

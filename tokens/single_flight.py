@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
-from tokens import guards, upstream
+from tokens import guards, permanent_errors, upstream
 from tokens.locks import Lease, lock_for
 from tokens.models import FetchLog, StoredToken
 from tokens.refresh_health import refresh_failed, refresh_succeeded
@@ -95,7 +96,8 @@ def load_secret(realm_id: str, key: str) -> Secret:
     cannot answer.
     """
     try:
-        secret = Secret.objects.select_related("realm", "stored_token").get(
+        # The remembered permanent error comes in the same query (tokens.permanent_errors).
+        secret = Secret.objects.select_related("realm", "stored_token", "remembered_error").get(
             realm_id=realm_id, name=key
         )
     except Secret.DoesNotExist:
@@ -186,30 +188,45 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
     return None
 
 
-def refresh(secret: Secret, need: Need, *, trigger: str, client: str) -> TokenResult:
-    """Take the secret's lock (or wait for its holder's result), then fetch if still needed."""
+def refresh(
+    secret: Secret, need: Need, *, trigger: str, client: str, recall: bool = True
+) -> TokenResult:
+    """
+    Take the secret's lock (or wait for its holder's result), then fetch if still needed.
+    A permanent error remembered for the secret (tokens.permanent_errors) is raised
+    first, without the lock or an upstream call; `recall=False` (the console's test
+    fetch) calls the upstream regardless.
+    """
+    if recall:
+        now = time.time()
+        remembered = permanent_errors.loaded(secret, now)
+        if remembered:
+            raise remembered.error(now)
     lock = secret_lock(secret.realm_id, secret.name, lock_ttl(secret.realm))
     if not lock.try_acquire():
-        return _wait_for_holder(secret, need, lock, trigger=trigger, client=client)
-    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client)
+        return _wait_for_holder(secret, need, lock, trigger=trigger, client=client, recall=recall)
+    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client, recall=recall)
 
 
-def _fetch_if_needed(secret, need, lock, *, trigger, client) -> TokenResult:
+def _fetch_if_needed(secret, need, lock, *, trigger, client, recall=True) -> TokenResult:
     """Holding the lock: look again, and only then fetch; release the lock in any case."""
     try:
         found = look_again(secret, time.time(), need)
         if found:
             return found
-        return fetch_and_store(secret, trigger=trigger, client=client, lock=lock)
+        return fetch_and_store(secret, trigger=trigger, client=client, lock=lock, recall=recall)
     finally:
         lock.release()
 
 
-def _wait_for_holder(secret: Secret, need: Need, lock: Lease, *, trigger, client) -> TokenResult:
+def _wait_for_holder(
+    secret: Secret, need: Need, lock: Lease, *, trigger, client, recall=True
+) -> TokenResult:
     """
     Someone else holds the lock: poll for their result instead of queueing on the
-    lock, so every waiter returns as soon as it lands; take the lock if it frees up
-    first (then look again and fetch). The wait is counted in
+    lock, so every waiter returns as soon as it lands (a token, or a permanent
+    error the holder got and remembered); take the lock if it frees up first
+    (then look again and fetch). The wait is counted in
     tokenserver_lock_wait_seconds, by how it ended.
     """
     realm = secret.realm
@@ -223,6 +240,13 @@ def _wait_for_holder(secret: Secret, need: Need, lock: Lease, *, trigger, client
             if found:
                 outcome = "token"
                 return found
+            if recall:
+                # The cache's copy only: the holder writes it before letting go.
+                now = time.time()
+                remembered = permanent_errors.recall(secret, now, database=False)
+                if remembered:
+                    outcome = "remembered"
+                    raise remembered.error(now)
             if time.monotonic() >= deadline:
                 still_valid = look_again(secret, time.time(), ANY_VALID)
                 if still_valid:
@@ -239,7 +263,7 @@ def _wait_for_holder(secret: Secret, need: Need, lock: Lease, *, trigger, client
                 break
     finally:
         metrics.lock_waited(secret.realm_id, outcome, time.monotonic() - started)
-    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client)
+    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client, recall=recall)
 
 
 def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields) -> None:
@@ -287,7 +311,9 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
     )
 
 
-def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -> TokenResult:
+def fetch_and_store(
+    secret: Secret, *, trigger: str, client: str, lock: Lease, recall: bool = True
+) -> TokenResult:
     """
     Call the upstream (outside any transaction) through the realm's guards,
     retrying network errors and 5xx; then cache, persist and log. The caller
@@ -296,8 +322,19 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
     fetching too: this one makes no further attempt, and hands the token it
     got to its caller without caching it; the token row keeps whichever
     token expires later. At worst two fetches, never an older token served.
+
+    A permanent error remembered for the secret is raised instead of calling
+    (read anew: another holder may just have remembered it); one the upstream
+    answers now is remembered before the lock is let go. With `recall=False`
+    (the test fetch) the upstream is called regardless, and a token forgets
+    any remembered error.
     """
     realm = secret.realm
+    if recall:
+        now = time.time()
+        remembered = permanent_errors.recall(secret, now)
+        if remembered:
+            raise remembered.error(now)
     attempt = 0
     while True:
         try:
@@ -320,6 +357,8 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
                 refused.detail, retry_after=refused.retry_after, outcome=FetchLog.Outcome.REJECTED
             ) from None
         except upstream.UpstreamFailure as failure:
+            # First, so the requests waiting on this call see it at once.
+            remembered = permanent_errors.remember(secret, failure, time.time())
             _log_attempt(
                 secret,
                 trigger=trigger,
@@ -339,9 +378,12 @@ def fetch_and_store(secret: Secret, *, trigger: str, client: str, lock: Lease) -
                 attempt += 1
                 continue
             _failed(secret, failure.outcome, failure.error_code, failure.error_message, attempt + 1)
-            _raise_for(failure)
+            _raise_for(failure, retry_after=realm.permanent_error_ttl if remembered else None)
 
     guards.record_success(realm)
+    if not recall:
+        # The operator's test fetch got a token: whatever was remembered is cured.
+        permanent_errors.forget(Q(secret_id=secret.pk), [(secret.realm_id, secret.name)])
     now = time.time()
     expires_at = sent_at + fetched.lifetime
     result = TokenResult(
@@ -435,7 +477,7 @@ def _store_token(secret_pk, token, expires_at, fetched_at) -> None:
             current.save()
 
 
-def _raise_for(failure: upstream.UpstreamFailure):
+def _raise_for(failure: upstream.UpstreamFailure, *, retry_after: int | None = None):
     context = {
         "outcome": failure.outcome,
         "http_status": failure.http_status,
@@ -446,4 +488,5 @@ def _raise_for(failure: upstream.UpstreamFailure):
         raise UnsendableRequest(failure.detail, **context) from None
     if failure.outcome in UNAVAILABLE_OUTCOMES:
         raise UpstreamUnavailable(failure.detail, retry_after=5, **context) from None
-    raise UpstreamError(failure.detail, **context) from None
+    # A remembered permanent error says for how long it will be answered without a call.
+    raise UpstreamError(failure.detail, retry_after=retry_after, **context) from None

@@ -106,6 +106,13 @@ def flag_delete(name: str) -> None:
     guarded(lambda: cache.delete(f"flag:{name}"))
 
 
+def flag_delete_many(names) -> None:
+    """Drop several flags in one round trip."""
+    keys = [f"flag:{name}" for name in names]
+    if keys:
+        guarded(lambda: cache.delete_many(keys))
+
+
 def counter_incr(name: str, seconds: float) -> int:
     """Add one to a counter that expires `seconds` after it was started; 0 if the cache is down."""
 

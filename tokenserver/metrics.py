@@ -76,7 +76,8 @@ LOCK_WAITS = Histogram(
     "tokenserver_lock_wait_seconds",
     "Waits of requests that found a secret's refresh in another worker's hands, by realm and "
     "how they ended: token (the holder's result), acquired (the lock, then fetched or found "
-    "it), still_valid (gave up, served the valid token), timeout (gave up, 503).",
+    "it), still_valid (gave up, served the valid token), timeout (gave up, 503), remembered (the "
+    "holder's permanent error, remembered: the same 502).",
     ["realm", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

@@ -59,6 +59,8 @@ def _realm_form(**changes):
         "expires_in_unit": "s",
         "success_conditions": "[]",
         "rate_limit_codes": "[]",
+        "permanent_error_codes": "[]",
+        "permanent_error_ttl": "600",
         "timeout": "5",
         "max_concurrency": "4",
         "min_flush_interval": "30",
