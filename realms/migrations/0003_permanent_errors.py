@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realms', '0001_initial'),
+        ('realms', '0002_jwt'),
     ]
 
     operations = [
