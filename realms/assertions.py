@@ -13,8 +13,8 @@ import binascii
 import re
 import time
 import uuid
+from importlib import import_module
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
@@ -129,4 +129,8 @@ def sign_assertion(config: dict, values: dict[str, str], token_url: str, now=Non
         if rendered:
             claims[optional] = rendered
     kid = render_template(config.get("kid") or "", values)
+    # PyJWT is imported on the first signature, not with this module: it brings
+    # cryptography's other algorithms along (several MiB), and every worker imports
+    # this module (secret checks) while few installations have a JWT realm.
+    jwt = import_module("jwt")
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)

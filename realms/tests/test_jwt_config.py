@@ -3,12 +3,17 @@ Issue 14: a realm's `jwt` settings (RFC 7523 assertions) are checked when saved,
 through the API and the console alike, and round-trip unchanged.
 """
 
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings
 
 from realms.models import Realm
 from realms.presets import realm_from_preset
 from realms.tests.test_url_checks import _realm_form
 from tests.factories import RealmFactory
+from tests.helpers import child_env
 
 pytestmark = pytest.mark.django_db
 
@@ -178,3 +183,24 @@ def test_presets_with_jwt_settings_are_valid():
         assert realm.arguments.filter(value="$jwt").exists()
     RealmFactory(id="plain")
     assert Realm.objects.get(pk="plain").jwt is None
+
+
+def test_a_worker_imports_pyjwt_only_when_it_signs():
+    # Issue 10's memory target: PyJWT brings cryptography's other algorithms along
+    # (about 1 MiB more per worker); only a realm with JWT settings needs it.
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tokenserver.wsgi import application; import tokenserver.urls; "
+            "print('jwt' in sys.modules)",
+        ],
+        cwd=settings.BASE_DIR,
+        env=child_env(DEBUG="off", LOG_LEVEL="WARNING"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.split()[-1] == "False"
