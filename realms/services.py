@@ -23,6 +23,7 @@ CONFIG_FIELDS = (
     "timeout",
     "max_concurrency",
     "refresh_margin",
+    "reissue_window",
     "default_ttl",
     "min_flush_interval",
     "max_retries",
@@ -31,6 +32,9 @@ CONFIG_FIELDS = (
     "permanent_error_ttl",
     "breaker_threshold",
     "breaker_cooldown",
+    "daily_budget",
+    "budget_alert_percent",
+    "budget_day_starts",
     "jwt",
 )
 
