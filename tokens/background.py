@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.db import connections
 
 from realms.models import Realm
+from tokens import quota
 from tokens.models import FetchLog, StoredToken
 from tokens.single_flight import (
     Need,
@@ -71,6 +72,7 @@ def _background_refresh(realm_id, key, lock, client, rid="") -> None:
     try:
         secret = load_secret(realm_id, key)
         if secret.realm.kind != Realm.Kind.FIXED and not look_again(secret, time.time(), Need()):
+            quota.check(secret, forced=False)  # a budget used up: no lock held in vain
             fetch_and_store(secret, trigger=FetchLog.Trigger.REQUEST, client=client, lock=lock)
     except ServiceError as error:
         flag_set(_backoff_flag(realm_id, key), True, REVALIDATE_BACKOFF)
@@ -135,7 +137,8 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     for stored in rows:
         report.checked += 1
         realm = stored.secret.realm
-        if now + lookahead >= stored.refresh_at(realm.refresh_margin).timestamp():
+        due_at = stored.refresh_at(realm.refresh_margin, realm.reissue_limit())
+        if now + lookahead >= due_at.timestamp():
             due.append(stored.secret)
     report.due = len(due)
 

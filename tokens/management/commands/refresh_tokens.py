@@ -4,6 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from clients.access_tokens import revocations_prune
+from tokens import quota
 from tokens.background import tokens_refresh_due
 from tokens.notifications import (
     notifications_prune,
@@ -19,8 +20,9 @@ class Command(BaseCommand):
         "Refresh every enabled secret's token that comes due for refresh before the next run "
         "(each token's due time has its own jitter inside its realm's margin), so apps "
         "normally never wait on an upstream; also drops revocations of access tokens that "
-        "have all expired, and sends failure notifications left pending (by a process that "
-        "stopped, or waiting for a retry). Logs one line per run."
+        "have all expired, sends failure notifications left pending (by a process that "
+        "stopped, or waiting for a retry) and deletes the daily-budget counts of days long "
+        "gone. Logs one line per run."
     )
 
     def add_arguments(self, parser):
@@ -56,6 +58,7 @@ class Command(BaseCommand):
             else:
                 notifications_send_due()
             notifications_prune()
+            quota.prune()  # the database counter's rows of days long gone
             logger.info(
                 "refresh_tokens: %s, %d expired revocations dropped in %.2f s",
                 report,
