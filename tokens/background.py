@@ -124,6 +124,12 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     Refresh every enabled secret's token that comes due within `lookahead`
     seconds (each token's due time carries its own jitter), through the same
     single flight as requests, so apps normally never wait on an upstream.
+
+    A token whose provider hands back the same token until late in its life
+    (StoredToken.reissue_limit: issue 14, same-token answers) is refreshed at its
+    due time, not `lookahead` ahead of it: early, the provider would hand it back
+    again. Unless its window is too short for that (under two lookaheads): a pass
+    late then could let it expire.
     """
     now = time.time()
     report = RefreshReport()
@@ -137,16 +143,19 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     for stored in rows:
         report.checked += 1
         realm = stored.secret.realm
-        due_at = stored.refresh_at(realm.refresh_margin, realm.reissue_limit())
-        if now + lookahead >= due_at.timestamp():
-            due.append(stored.secret)
+        reissue = realm.reissue_limit()
+        limit = stored.reissue_limit(reissue)
+        ahead = 0.0 if limit is not None and limit >= 2 * lookahead else lookahead
+        if now + ahead >= stored.refresh_at(realm.refresh_margin, reissue).timestamp():
+            due.append((stored.secret, ahead))
     report.due = len(due)
 
-    def refresh_one(secret):
+    def refresh_one(item):
+        secret, ahead = item
         try:
             result = refresh(
                 secret,
-                Need(lookahead=lookahead),
+                Need(lookahead=ahead),
                 trigger=FetchLog.Trigger.REFRESHER,
                 client="refresher",
             )
