@@ -2,12 +2,15 @@
 Metrics that are facts in the database or the cache, computed when /metrics
 is scraped (by the worker that answers) rather than counted: the token states
 (how many tokens are inside their refresh margin, expired, never fetched),
-the refresher's lag, and each realm's breaker and backoff. tokens.apps
+the refresher's lag, each realm's breaker and backoff, and how much of their
+daily budget the secrets of budgeted realms used today (issue 14). tokens.apps
 registers `TokenFacts` with tokenserver.metrics.register_collector.
 
 A scrape costs four queries and one cache round trip, whatever the number of
 secrets, plus one row read per token inside its margin or past it (the lag
-needs each one's own refresh time); no token column is read.
+needs each one's own refresh time); no token column is read. The budgets add
+one query (the budgeted realms) and, when there are any, one more query or one
+query and one Redis round trip.
 
 Secrets whose refresh is failing (tokenserver_secrets_failing) come from the
 failure notifications' state (tokens.refresh_health): the console and the
