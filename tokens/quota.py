@@ -307,7 +307,9 @@ def _limit(secret: Secret, forced: bool, now: float, day: ProviderDay) -> int | 
     budget = secret.realm.daily_budget
     if budget is None:
         return None
-    return budget - keepalive_calls(secret, now, day) if forced else budget
+    # A budget smaller than the reserve leaves forced calls nothing (0, not less:
+    # the Redis script reads a negative limit as none).
+    return max(0, budget - keepalive_calls(secret, now, day)) if forced else budget
 
 
 def _turns(realm: Realm, day: ProviderDay) -> str:
@@ -328,7 +330,7 @@ def _refusal(secret: Secret, calls: int, limit: int, forced: bool, day, now) -> 
         if forced:
             detail += " A token that is still valid keeps being served (without flush)."
     else:
-        kept = budget - max(limit, 0)
+        kept = budget - limit
         detail = (
             f"{secret} has used {calls} of its {budget} upstream calls today; the last {kept} are "
             f"kept for the refreshes that keep its token alive until {turns}. Flushes and "

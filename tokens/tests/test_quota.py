@@ -68,11 +68,25 @@ def over_quota_answers(upstream) -> int:
 BUDGET = 20
 
 
+def day_started_an_hour_ago() -> str:
+    """
+    A UTC offset whose midnight was about an hour ago: the provider's day then
+    has 23 hours to run whenever the test runs, so the refresher's reserve is
+    never cut short by the day's end (WeChat's +08:00 is in realms' tests).
+    """
+    now = timezone.now()
+    minutes = (60 - (now.hour * 60 + now.minute)) % (24 * 60)
+    if minutes > 14 * 60:
+        minutes -= 24 * 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
 @pytest.fixture
 def realm(wechat_realm):
-    """The seed's WeChat realm with WeChat's day, a budget of 20, flushes not coalesced."""
+    """The seed's WeChat realm, its day begun an hour ago, a budget of 20, no coalescing."""
     wechat_realm.daily_budget = BUDGET
-    wechat_realm.budget_day_starts = "+08:00"
+    wechat_realm.budget_day_starts = day_started_an_hour_ago()
     wechat_realm.rate_limit_codes = [45009, 45011]
     wechat_realm.min_flush_interval = 0
     wechat_realm.max_retries = 0
@@ -216,13 +230,30 @@ def test_flushes_are_refused_once_only_the_reserve_is_left(upstream, secret, rea
         assert f"the last {kept} are kept for the refreshes that keep its token alive" in (
             error.detail
         )
-        assert "+08:00" in error.detail
+        assert realm.budget_day_starts in error.detail
     # A plain request still gets the valid token, without a call.
     assert _get().source == "cache"
     assert len(upstream.calls(PATH)) == BUDGET - kept
     # A refused flush is no attempt: nothing in the fetch log, nothing counted.
     assert FetchLog.objects.count() == BUDGET - kept
     assert quota.usage(_fresh(secret)).calls == BUDGET - kept
+
+
+def test_a_budget_below_the_reserve_refuses_every_flush_and_keeps_every_refresh(
+    upstream, secret, realm
+):
+    # 5 calls cannot keep a 2-hour token alive for 23 hours: they are all the refresher's.
+    realm.daily_budget = 5
+    realm.save()
+    upstream.reply_with(PATH, wechat(5))
+    _get()
+
+    refusal = _refusal(lambda: _get(flush=True))
+
+    assert "the last 5 are kept for the refreshes that keep its token alive" in refusal.detail
+    assert len(upstream.calls(PATH)) == 1
+    _make_due(secret)
+    assert tokens_refresh_due(lookahead=45, workers=1).refreshed == 1
 
 
 def test_the_api_answers_429_quota_exhausted_with_retry_after(upstream, secret, realm, api):
