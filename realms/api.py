@@ -56,7 +56,7 @@ class RealmConfigSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         help_text="Seconds before expiry from which the provider issues a new token "
-        "(Feishu: 1800); null: learnt from its answers.",
+        "(Feishu: 1800; 0: only once it expired); null: learnt from its answers.",
     )
     default_ttl = serializers.IntegerField(required=False)
     min_flush_interval = serializers.IntegerField(required=False)

@@ -189,11 +189,11 @@ class Realm(models.Model):
     reissue_window = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
         help_text="Seconds before expiry from which the provider issues a new token; before "
-        "that it hands back the one it issued (Feishu, Lark: 1800). Refreshes are then "
-        "scheduled inside it (90 % of it at most), whatever the margin. Blank: learnt from "
-        "the answers (a same-token answer makes the next refresh wait).",
+        "that it hands back the one it issued (Feishu, Lark: 1800; 0: the same token until it "
+        "expires, as WeCom and DingTalk do). Refreshes are then scheduled inside it (90 % of "
+        "it at most), whatever the margin. Blank: learnt from the answers (a same-token "
+        "answer makes the next refresh wait).",
     )
     daily_budget = models.PositiveIntegerField(
         null=True,

@@ -129,7 +129,8 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     (StoredToken.reissue_limit: issue 14, same-token answers) is refreshed at its
     due time, not `lookahead` ahead of it: early, the provider would hand it back
     again. Unless its window is too short for that (under two lookaheads): a pass
-    late then could let it expire.
+    late then could let it expire; but a provider that re-issues only once the
+    token expired (a window of 0) is asked then, not before.
     """
     now = time.time()
     report = RefreshReport()
@@ -145,7 +146,7 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
         realm = stored.secret.realm
         reissue = realm.reissue_limit()
         limit = stored.reissue_limit(reissue)
-        ahead = 0.0 if limit is not None and limit >= 2 * lookahead else lookahead
+        ahead = 0.0 if limit is not None and (limit >= 2 * lookahead or limit == 0) else lookahead
         if now + ahead >= stored.refresh_at(realm.refresh_margin, reissue).timestamp():
             due.append((stored.secret, ahead))
     report.due = len(due)

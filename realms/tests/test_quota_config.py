@@ -78,7 +78,7 @@ def test_day_boundaries_accepted(api, day_starts):
         ({"budget_day_starts": "Mars/Olympus_Mons"}, "config.budget_day_starts"),
         ({"budget_day_starts": "../../etc/passwd"}, "config.budget_day_starts"),
         ({"budget_day_starts": ""}, "config.budget_day_starts"),
-        ({"reissue_window": 0}, "config.reissue_window"),
+        ({"reissue_window": -1}, "config.reissue_window"),
     ],
 )
 def test_bad_values_are_a_400_naming_the_field(api, config, field):

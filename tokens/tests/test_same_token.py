@@ -185,6 +185,23 @@ def test_a_provider_that_re_issues_only_at_the_last_minute_costs_a_few_calls_not
     assert 3 <= issued <= 4
 
 
+def test_a_window_of_0_asks_once_the_token_expired_and_never_before(
+    upstream, feishu_secret, feishu_realm
+):
+    # WeCom and DingTalk hand back the same token until it expires (the catalogue's 0).
+    feishu_realm.reissue_window = 0
+    feishu_realm.save()
+    feishu = Feishu(upstream, window=0)
+    token_get("feishu", "app")
+
+    for _ in range(int(24 * 3600 / INTERVAL)):
+        feishu.advance(INTERVAL)
+        tokens_refresh_due(lookahead=LOOKAHEAD, workers=1)
+
+    assert _same_token_rows() == 0
+    assert feishu.calls() == feishu.issued == 13  # one per 7,200 s (and a pass), from the first
+
+
 def test_a_provider_that_always_issues_a_new_token_is_scheduled_as_before(upstream, feishu_secret):
     # WeChat's way: every call a new token; nothing is learnt, the margin rules.
     feishu = Feishu(upstream, window=Feishu.LIFETIME + 1)
