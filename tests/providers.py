@@ -690,8 +690,9 @@ class KeycloakFake(OAuth2Fake):
         return 200, answer, 0
 
     def credential_error(self):
+        # Keycloak ≥ 12: 401 (earlier: 400 with "Invalid client secret").
         body = {
-            "error": "invalid_client",
+            "error": "unauthorized_client",
             "error_description": "Invalid client or Invalid client credentials",
         }
         return 401, body, 0
