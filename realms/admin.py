@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from realms.models import Argument, Realm
-from realms.presets import presets, realm_from_preset
+from realms.presets import presets, quota_text, realm_from_preset, reissue_text
 from realms.services import realm_url_refusals
 from tokenserver.errors import ServiceError
 
@@ -22,11 +22,19 @@ class PresetForm(forms.Form):
         required=False,
         help_text="What apps will name the realm; blank: the preset's name.",
     )
+    url = forms.URLField(
+        label="Token endpoint",
+        max_length=2000,
+        required=False,
+        assume_scheme="https",
+        help_text="Blank: the preset's. Give it where the preset's help says so (a tenant in "
+        "the URL, such as Entra ID's YOUR_TENANT_ID; a sandbox; your own OAuth 2.0 server).",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["preset"].choices = [
-            (name, f"{preset['title']} ({name})") for name, preset in sorted(presets().items())
+            (name, f"{preset['title']} ({name})") for name, preset in presets().items()
         ]
 
 
@@ -60,7 +68,9 @@ class ArgumentForm(forms.ModelForm):
             "value": "A literal, or a template over the secret's values: $key_1 alone, "
             "${key_1} inside text (Bearer ${key_1}), $$ for a literal $. An argument that "
             "is only $key_3 is left out when the secret has no key_3. $jwt: the assertion "
-            "signed with the realm's JWT settings (above) for each fetch.",
+            "signed with the realm's JWT settings (above) for each fetch. $force_refresh: "
+            "true only when the fetch answers a token reported rejected (rejected=), else "
+            "false; alone in a JSON body it is sent as a JSON boolean.",
         }
 
 
@@ -151,7 +161,7 @@ class RealmAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             name, realm_id = form.cleaned_data["preset"], form.cleaned_data["realm_id"] or None
             try:
-                realm = realm_from_preset(name, realm_id)
+                realm = realm_from_preset(name, realm_id, url=form.cleaned_data["url"] or None)
             except (ServiceError, ValidationError) as error:
                 form.add_error(None, getattr(error, "detail", None) or "; ".join(error.messages))
             else:
@@ -167,6 +177,14 @@ class RealmAdmin(admin.ModelAdmin):
             "title": "Add realm from preset",
             "form": form,
             "opts": self.model._meta,
-            "presets": sorted(presets().items()),
+            "presets": [
+                {
+                    "name": name,
+                    **preset,
+                    "quota_text": quota_text(preset["quota"]),
+                    "reissue_text": reissue_text(preset["reissue_window"]),
+                }
+                for name, preset in presets().items()
+            ],
         }
         return TemplateResponse(request, "admin/realms/realm/add_from_preset.html", context)

@@ -212,6 +212,10 @@ class Argument(models.Model):
     `${key_1}` inside a string) and `$jwt`, the assertion the realm's `jwt`
     settings sign for each fetch (realms.assertions). Place `basic` sends HTTP Basic auth from a
     `user:password` template such as `${key_1}:${key_2}`.
+
+    `$force_refresh` is `true` only when the fetch answers a token reported rejected
+    (`rejected=`), else `false`; an argument that is `$force_refresh` alone is sent in a
+    JSON body as the JSON boolean (WeChat's stable_token: `"force_refresh": false`).
     """
 
     class Place(models.TextChoices):

@@ -74,6 +74,17 @@ class Need:
         # Inside the realm's minimum interval the token just fetched is the answer.
         return cls(fetched_after=requested_at - realm.min_flush_interval, rejected=rejected)
 
+    @property
+    def forces_new_token(self) -> bool:
+        """
+        Whether a fetch for this need answers a reported rejection: the provider is
+        asked for a new token even where it would hand back the one it holds (the
+        realm's `$force_refresh` is true: WeChat's stable_token, force_refresh). Only
+        the fetch made because the rejected token was still current sends it; the
+        requests coalesced on it, plain refreshes and flushes do not.
+        """
+        return self.rejected is not None
+
     def satisfied_by(self, snapshot: Snapshot | None, now: float) -> bool:
         if snapshot is None or not snapshot.alive(now):
             return False
@@ -214,7 +225,14 @@ def _fetch_if_needed(secret, need, lock, *, trigger, client, recall=True) -> Tok
         found = look_again(secret, time.time(), need)
         if found:
             return found
-        return fetch_and_store(secret, trigger=trigger, client=client, lock=lock, recall=recall)
+        return fetch_and_store(
+            secret,
+            trigger=trigger,
+            client=client,
+            lock=lock,
+            recall=recall,
+            force_refresh=need.forces_new_token,
+        )
     finally:
         lock.release()
 
@@ -312,7 +330,13 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
 
 
 def fetch_and_store(
-    secret: Secret, *, trigger: str, client: str, lock: Lease, recall: bool = True
+    secret: Secret,
+    *,
+    trigger: str,
+    client: str,
+    lock: Lease,
+    recall: bool = True,
+    force_refresh: bool = False,
 ) -> TokenResult:
     """
     Call the upstream (outside any transaction) through the realm's guards,
@@ -328,6 +352,9 @@ def fetch_and_store(
     answers now is remembered before the lock is let go. With `recall=False`
     (the test fetch) the upstream is called regardless, and a token forgets
     any remembered error.
+
+    `force_refresh` (a rejected token was still current: Need.forces_new_token) is
+    what the realm's `$force_refresh` argument sends, on every attempt of this fetch.
     """
     realm = secret.realm
     if recall:
@@ -341,7 +368,7 @@ def fetch_and_store(
             guards.check(realm)
             with guards.upstream_slot(realm, max_hold=lock_ttl(realm), wait=realm.timeout):
                 sent_at = time.time()
-                fetched = upstream.fetch(realm, secret)
+                fetched = upstream.fetch(realm, secret, force_refresh=force_refresh)
             break
         except guards.Refused as refused:
             _log_attempt(

@@ -29,7 +29,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from realms.assertions import KeyUnreadable, sign_assertion
 from realms.models import Argument, Realm
-from realms.validators import JWT_NAME, compile_jsonpath, references_jwt, render_template
+from realms.validators import (
+    FORCE_REFRESH_NAME,
+    JWT_NAME,
+    boolean_reference,
+    compile_jsonpath,
+    references_jwt,
+    render_template,
+)
 from secret_store.models import Secret
 from tokens.models import FetchLog
 from tokenserver import netguard
@@ -197,10 +204,14 @@ def _session() -> requests.Session:
     return session
 
 
-def build_request(realm: Realm, secret: Secret) -> TokenRequest:
+def build_request(realm: Realm, secret: Secret, *, force_refresh: bool = False) -> TokenRequest:
     """
-    Render the realm's arguments with the secret's values. Raises UpstreamFailure
-    (`rejected`, a secret fault) when a value cannot be sent where the realm puts it.
+    Render the realm's arguments with the secret's values. `force_refresh` is what
+    `$force_refresh` stands for: true only when this fetch answers a token reported
+    rejected (tokens.single_flight.Need.forces_new_token); an argument that is
+    `$force_refresh` alone goes into a JSON body as the JSON boolean. Raises
+    UpstreamFailure (`rejected`, a secret fault) when a value cannot be sent where the
+    realm puts it.
     """
     values = secret.values()
     if realm.kind == Realm.Kind.CODE:
@@ -212,6 +223,8 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
 
     params, headers, body, auth = {}, {}, {}, None
     arguments = list(realm.arguments.all())
+    values = {**values, FORCE_REFRESH_NAME: "true" if force_refresh else "false"}
+    json_body = realm.content_type == Realm.ContentType.JSON
     assertion = ""
     if any(references_jwt(argument.value) for argument in arguments):
         assertion = _assertion(realm, values)
@@ -226,7 +239,10 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
         elif argument.place == Argument.Place.HEADER:
             headers[argument.name] = rendered
         elif argument.place == Argument.Place.BODY:
-            body[argument.name] = rendered
+            if json_body and boolean_reference(argument.value):
+                body[argument.name] = force_refresh  # a JSON boolean, not "false"
+            else:
+                body[argument.name] = rendered
         elif argument.place == Argument.Place.BASIC:
             user, _, password = rendered.partition(":")
             auth = (user, password)
@@ -620,12 +636,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def fetch(realm: Realm, secret: Secret) -> Fetched:
+def fetch(realm: Realm, secret: Secret, *, force_refresh: bool = False) -> Fetched:
     """
-    Ask the upstream for a token for `secret`. Raises UpstreamFailure with an
-    outcome of upstream_error, invalid_response, timeout or unreachable.
+    Ask the upstream for a token for `secret` (with `$force_refresh` true when
+    `force_refresh`: see build_request). Raises UpstreamFailure with an outcome of
+    upstream_error, invalid_response, timeout or unreachable.
     """
-    request = build_request(realm, secret)
+    request = build_request(realm, secret, force_refresh=force_refresh)
     reader = _Reader(realm, secret, request)
     host = urlsplit(request.url).hostname or "upstream"
     sent_at = time.time()
