@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from realms.models import Argument, Realm
-from realms.presets import presets, realm_from_preset
+from realms.presets import presets, realm_from_preset, values_text
 from realms.services import realm_url_refusals
 from tokenserver.errors import ServiceError
 
@@ -21,6 +21,13 @@ class PresetForm(forms.Form):
         max_length=50,
         required=False,
         help_text="What apps will name the realm; blank: the preset's name.",
+    )
+    parent = forms.SlugField(
+        label="Parent realm",
+        max_length=50,
+        required=False,
+        help_text="Chained presets (tickets) only: the realm whose tokens the tickets are "
+        "fetched with; blank: the preset's (wechat_official_account, wecom).",
     )
 
     def __init__(self, *args, **kwargs):
@@ -60,7 +67,8 @@ class ArgumentForm(forms.ModelForm):
             "value": "A literal, or a template over the secret's values: $key_1 alone, "
             "${key_1} inside text (Bearer ${key_1}), $$ for a literal $. An argument that "
             "is only $key_3 is left out when the secret has no key_3. $jwt: the assertion "
-            "signed with the realm's JWT settings (above) for each fetch.",
+            "signed with the realm's JWT settings (above) for each fetch. $parent_token: "
+            "the current token of the parent secret (a chained realm, above).",
         }
 
 
@@ -78,7 +86,7 @@ class RealmAdmin(admin.ModelAdmin):
     """
 
     form = RealmForm
-    list_display = ("id", "kind", "url", "method", "refresh_margin", "updated_at")
+    list_display = ("id", "kind", "parent", "url", "method", "refresh_margin", "updated_at")
     list_filter = ("kind", "method")
     search_fields = ("id", "comment", "url")
     inlines = [ArgumentInline]
@@ -87,6 +95,17 @@ class RealmAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "kind", "comment")}),
         ("Request", {"fields": ("url", "method", "content_type", "code_url", "timeout")}),
+        (
+            "Chained realm: a token made from another secret's token",
+            {
+                "fields": ("parent", "parent_key", "parent_rejected_codes"),
+                "description": "Arguments send the parent secret's current token as "
+                "$parent_token, e.g. access_token=$parent_token for WeChat's JS-SDK ticket. "
+                "The parent's token is fetched (or reused) first; when this realm's upstream "
+                "refuses it, the parent is refreshed once and the call retried once; a new "
+                "parent token refreshes this realm's tokens ahead.",
+            },
+        ),
         (
             "JWT assertion (RFC 7523: JWT-bearer grant, private_key_jwt)",
             {
@@ -151,11 +170,11 @@ class RealmAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             name, realm_id = form.cleaned_data["preset"], form.cleaned_data["realm_id"] or None
             try:
-                realm = realm_from_preset(name, realm_id)
+                realm = realm_from_preset(name, realm_id, parent=form.cleaned_data["parent"])
             except (ServiceError, ValidationError) as error:
                 form.add_error(None, getattr(error, "detail", None) or "; ".join(error.messages))
             else:
-                values = ", ".join(f"{k} = {v}" for k, v in presets()[name]["values"].items())
+                values = values_text(presets()[name])
                 self.message_user(
                     request,
                     f"Realm {realm.id} created from preset {name}. Its secrets take: {values}.",
