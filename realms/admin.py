@@ -150,7 +150,23 @@ class RealmAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The id is the primary key apps use: fixed once created.
-        return (*self.readonly_fields, "id") if obj else self.readonly_fields
+        return (*self.readonly_fields, "id", "chained_realms") if obj else self.readonly_fields
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.children.exists():
+            return fieldsets
+        # A parent: the realms fetched with its tokens, under the chain's own settings.
+        return tuple(
+            (name, {**options, "fields": (*options["fields"], "chained_realms")})
+            if "parent" in options["fields"]
+            else (name, options)
+            for name, options in fieldsets
+        )
+
+    @admin.display(description="realms fetched with its tokens")
+    def chained_realms(self, obj):
+        return ", ".join(sorted(obj.children.values_list("id", flat=True))) or "-"
 
     def get_urls(self):
         own = [

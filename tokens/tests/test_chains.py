@@ -14,6 +14,7 @@ gunicorn workers use their own database connections; the tests run on whichever
 configuration the suite runs on (SQLite + local memory, or MariaDB + Redis).
 """
 
+import itertools
 import json
 import logging
 import threading
@@ -502,3 +503,78 @@ def test_a_cold_ticket_asked_across_4_processes_costs_one_call_each(
     assert set(results) == {(200, "TICKET-1")}
     assert len(wechat.token_calls()) == 1
     assert len(wechat.ticket_calls()) == 1
+
+
+# --- The ticket presets, each against its provider's wire format ----------------------
+
+TICKET_PRESETS = [
+    ("wechat_jsapi_ticket", "wechat_official_account", "/cgi-bin/token", TICKET_PATH, "jsapi"),
+    ("wechat_card_ticket", "wechat_official_account", "/cgi-bin/token", TICKET_PATH, "wx_card"),
+    ("wecom_jsapi_ticket", "wecom", "/cgi-bin/gettoken", "/cgi-bin/get_jsapi_ticket", None),
+    ("wecom_agent_ticket", "wecom", "/cgi-bin/gettoken", "/cgi-bin/ticket/get", "agent_config"),
+]
+
+
+@pytest.mark.parametrize(
+    ("preset", "parent_preset", "token_path", "ticket_path", "kind"),
+    TICKET_PRESETS,
+    ids=[preset for preset, *_ in TICKET_PRESETS],
+)
+def test_each_ticket_preset_speaks_its_providers_format(
+    upstream, preset, parent_preset, token_path, ticket_path, kind
+):
+    # The parent from its own preset; both pointed at the fake; flushes not held back.
+    for realm_id, path in (("parent", token_path), ("child", ticket_path)):
+        if realm_id == "parent":
+            realm_from_preset(parent_preset, "parent")
+        else:
+            realm_from_preset(preset, "child", parent="parent")
+        config = {"url": upstream.url(path), "min_flush_interval": 0}
+        realm_upsert(realm_id, {"config": config}, partial=True)
+    SecretFactory(realm_id="parent", name="app", key_1="ww0123456789", key_2="appsecret-0123")
+    Secret.objects.create(realm_id="child", name="app")
+    issued = itertools.count(1)  # the fake numbers calls across paths: its own count
+    upstream.reply_with(
+        token_path,
+        lambda number: (
+            200,
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "access_token": f"ACCESS-{next(issued)}",
+                "expires_in": 7200,
+            },
+            0.0,
+        ),
+    )
+    ok = {"errcode": 0, "errmsg": "ok", "ticket": "TICKET-1", "expires_in": 7200}
+    query = {"access_token": "ACCESS-1"} | ({"type": kind} if kind else {})
+
+    # Its success answer.
+    upstream.reply(ticket_path, ok)
+    result = token_get("child", "app")
+    assert result.token == "TICKET-1"
+    assert 7190_000 < result.expires_in_ms() <= 7200_000
+    assert upstream.calls(ticket_path)[0]["method"] == "GET"
+    assert upstream.calls(ticket_path)[0]["query"] == query
+
+    # Its answer to an invalid access token (WeCom: 40014; WeChat: 40001, 42001 alike):
+    # the parent refreshed once, the ticket asked once more with the new token.
+    answers = iter([{"errcode": 40014, "errmsg": "invalid access_token"}])
+    upstream.reply_with(
+        ticket_path, lambda number: (200, next(answers, {**ok, "ticket": "TICKET-2"}), 0.0)
+    )
+    assert token_get("child", "app", flush=True).token == "TICKET-2"
+    assert len(upstream.calls(token_path)) == 2
+    asked = [call["query"]["access_token"] for call in upstream.calls(ticket_path)]
+    assert asked == ["ACCESS-1", "ACCESS-1", "ACCESS-2"]
+
+    # Its rate limit (45009, the daily quota): a 502, then the realm backs off (503,
+    # no call) while the ticket it holds is still served.
+    upstream.reply(ticket_path, {"errcode": 45009, "errmsg": "reach max api daily quota limit"})
+    with pytest.raises(UpstreamError):
+        token_get("child", "app", flush=True)
+    with pytest.raises(UpstreamUnavailable):
+        token_get("child", "app", flush=True)
+    assert len(upstream.calls(ticket_path)) == 4
+    assert token_get("child", "app").token == "TICKET-2"
