@@ -578,3 +578,13 @@ def test_each_ticket_preset_speaks_its_providers_format(
         token_get("child", "app", flush=True)
     assert len(upstream.calls(ticket_path)) == 4
     assert token_get("child", "app").token == "TICKET-2"
+
+
+def test_a_fixed_token_may_be_the_parent(wechat, upstream, child):
+    Realm.objects.filter(pk="wxgzh").update(kind=Realm.Kind.FIXED)
+    Secret.objects.filter(realm_id="wxgzh").update(token="FIXED-ACCESS")
+    wechat.accepted.add("FIXED-ACCESS")
+
+    assert _ticket().token == "TICKET-1"
+    assert wechat.token_calls() == []
+    assert wechat.tickets_asked_with() == ["FIXED-ACCESS"]
