@@ -25,7 +25,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from realms.presets import preset_get, realm_from_preset
+from realms.presets import is_chained, preset_get, realm_from_preset
 from secret_store.services import secret_upsert
 
 MODES = ("ok", "credentials", "rate_limited")
@@ -822,12 +822,72 @@ class PrivateKeyJwtFake(JwtBearerFake):
 
 
 #: Each preset's fake, by the preset's name (its file's name).
+# --- Tickets made with a token (chained realms: tokens.chains) -------------------------------
+
+
+class TicketFake(ProviderFake):
+    """
+    WeChat's and WeCom's JS-SDK tickets: GET with the parent's current access token in
+    `access_token` (and a `type` where the API takes one); errcode 0 and the ticket.
+    The child secret has no values of its own. `parent` is the parent preset's fake,
+    whose latest token is the only one accepted; `kind` the `type` expected (None: none).
+    """
+
+    method = "GET"
+    values = {}
+    kind = None
+
+    def __init__(self):
+        super().__init__()
+        self.parent = None  # set by preset_on_fake
+
+    def problems(self, request):
+        expected = {"access_token": self.parent.issued[-1] if self.parent.issued else "(none)"}
+        if self.kind:
+            expected["type"] = self.kind
+        return differences("query", request.query, expected)
+
+    def grant(self, request):
+        ticket = self.new_token("TICKET")
+        return 200, {"errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": 7200}, 0
+
+    def credential_error(self):
+        # The ticket's own "credential": the access token it was fetched with.
+        return 200, {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}, 0
+
+    def rate_limited(self):
+        return 200, {"errcode": 45009, "errmsg": "reach max api daily quota limit"}, 0
+
+    def refuse(self, why):
+        return 200, {"errcode": 40014, "errmsg": f"invalid access_token: {why}"}, 0
+
+
+class WeChatJsapiTicketFake(TicketFake):
+    kind = "jsapi"
+
+
+class WeChatCardTicketFake(TicketFake):
+    kind = "wx_card"
+
+
+class WeComJsapiTicketFake(TicketFake):
+    kind = None  # cgi-bin/get_jsapi_ticket takes no type
+
+
+class WeComAgentTicketFake(TicketFake):
+    kind = "agent_config"
+
+
 FAKES = {
     "wechat_official_account": WeChatClassicFake,
     "wechat_mini_program": WeChatClassicFake,
     "wechat_official_account_stable": WeChatStableFake,
     "wechat_mini_program_stable": WeChatStableFake,
     "wecom": WeComFake,
+    "wechat_jsapi_ticket": WeChatJsapiTicketFake,
+    "wechat_card_ticket": WeChatCardTicketFake,
+    "wecom_jsapi_ticket": WeComJsapiTicketFake,
+    "wecom_agent_ticket": WeComAgentTicketFake,
     "feishu_tenant": FeishuFake,
     "feishu_app": FeishuAppFake,
     "lark_tenant": FeishuFake,
@@ -854,13 +914,21 @@ def preset_on_fake(name, upstream, mode="ok", *, realm_id=None, key="app"):
     The preset's realm (id: the name with dashes, or `realm_id`) with its URL's scheme
     and host rewritten to the fake's loopback origin (path and query kept: the fake
     answers there), a secret `key` with the fake's values (through the secret service,
-    as the API saves it), and the preset's fake answering in `mode`. Returns
-    (realm, fake).
+    as the API saves it), and the preset's fake answering in `mode`. A chained preset
+    (a ticket) gets its parent preset's realm first, on the same fake server, answering
+    "ok", with a secret of the same key. Returns (realm, fake).
     """
     fake = FAKES[name]()
-    parts = urlsplit(preset_get(name)["realm"]["config"]["url"])
+    preset = preset_get(name)
+    parts = urlsplit(preset["realm"]["config"]["url"])
     url = urlunsplit(("http", f"127.0.0.1:{upstream.port}", parts.path, parts.query, ""))
-    realm = realm_from_preset(name, realm_id or name.replace("_", "-"), url=url)
+    parent = None
+    if is_chained(preset):
+        parent_realm, fake.parent = preset_on_fake(
+            preset["realm"]["config"]["parent"], upstream, key=key
+        )
+        parent = parent_realm.id
+    realm = realm_from_preset(name, realm_id or name.replace("_", "-"), url=url, parent=parent)
     secret_upsert(realm.id, key, fake.values)
     fake.install(upstream, parts.path, mode)
     return realm, fake

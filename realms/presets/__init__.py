@@ -18,6 +18,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
+
 from realms.models import Realm
 from realms.services import realm_upsert
 from tokenserver.errors import Conflict, NotFound
@@ -66,23 +68,48 @@ def preset_get(name: str) -> dict:
         raise NotFound(f"Unknown preset {name!r}; known presets: {known}.") from None
 
 
+def is_chained(preset: dict) -> bool:
+    """Whether a preset makes a chained realm (fetched with a parent realm's tokens)."""
+    return bool(preset["realm"].get("config", {}).get("parent"))
+
+
 def realm_from_preset(
-    name: str, realm_id: str | None = None, *, replace: bool = False, url: str | None = None
+    name: str,
+    realm_id: str | None = None,
+    *,
+    replace: bool = False,
+    url: str | None = None,
+    parent: str | None = None,
 ) -> Realm:
     """
     Create the realm `realm_id` (default: the preset's name) from a preset, with
     `url` instead of the preset's token endpoint when given (presets whose URL
-    holds the tenant, such as Entra ID's YOUR_TENANT_ID, or a sandbox). An
-    existing realm is left alone (409) unless `replace`.
+    holds the tenant, such as Entra ID's YOUR_TENANT_ID, or a sandbox). `parent`
+    names the parent realm of a chained preset (default: the preset's, the parent
+    preset's own name); a preset that is not chained refuses one (ValidationError).
+    An existing realm is left alone (409) unless `replace`.
     """
-    data = preset_get(name)["realm"]
+    preset = preset_get(name)
+    data = preset["realm"]
     realm_id = realm_id or name
     if url:
         data["config"]["url"] = url
+    if parent:
+        if not is_chained(preset):
+            raise ValidationError(
+                {"parent": [f"Preset {name!r} is not a chained realm: it takes no parent."]}
+            )
+        data["config"]["parent"] = parent
     if not replace and Realm.objects.filter(pk=realm_id).exists():
         raise Conflict(f"Realm {realm_id!r} exists; choose another id or replace it.")
     realm, _ = realm_upsert(realm_id, data)
     return realm
+
+
+def values_text(preset: dict) -> str:
+    """What a preset's secrets take, for messages: "key_1 = AppID, key_2 = AppSecret"."""
+    values = ", ".join(f"{k} = {v}" for k, v in preset["values"].items())
+    return values or "no values of their own"
 
 
 def quota_text(quota: dict | None) -> str:

@@ -27,6 +27,7 @@ from realms.presets import (
     PRESETS_DIR,
     PresetFileError,
     catalogue_table,
+    is_chained,
     presets,
 )
 from realms.services import CONFIG_FIELDS, realm_upsert
@@ -43,6 +44,12 @@ pytestmark = pytest.mark.django_db
 PRESET_NAMES = sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
 
 SCHEMA_FILE = settings.BASE_DIR / "docs" / "presets.schema.json"
+
+#: Tickets fetched with another preset's token (chained realms): their "wrong secret" is a
+#: refused parent token, which refreshes the parent and retries once instead of ending at
+#: once; tokens/tests/test_chains.py tells those stories, with each ticket preset's answers.
+CHAINED = sorted(name for name in PRESET_NAMES if is_chained(presets()[name]))
+UNCHAINED = [name for name in PRESET_NAMES if name not in CHAINED]
 
 #: Presets that are a protocol, not a provider (their URL is auth.example.com's).
 GENERIC = {"oauth2_client_credentials", "oauth2_jwt_bearer", "oauth2_private_key_jwt"}
@@ -143,7 +150,7 @@ def test_the_preset_fetches_a_token_from_its_providers_fake(upstream, name):
     assert realm.refresh_margin < result.lifetime / 2
 
 
-@pytest.mark.parametrize("name", PRESET_NAMES)
+@pytest.mark.parametrize("name", UNCHAINED)
 def test_the_providers_credential_error_is_the_documented_502(upstream, name):
     realm, fake = preset_on_fake(name, upstream, mode="credentials")
     status, body = fake.credential_error()[:2]
@@ -171,7 +178,7 @@ def test_the_providers_credential_error_is_the_documented_502(upstream, name):
     assert len(fake.received) == (1 if permanent else 2)
 
 
-@pytest.mark.parametrize("name", PRESET_NAMES)
+@pytest.mark.parametrize("name", UNCHAINED)
 def test_the_providers_rate_limit_error_makes_the_realm_back_off(upstream, name):
     realm, fake = preset_on_fake(name, upstream, mode="rate_limited")
     secret_upsert(realm.id, "other", fake.values)

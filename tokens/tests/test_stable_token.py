@@ -263,7 +263,9 @@ def test_the_api_takes_force_refresh_and_refuses_unknown_names(api):
 
     assert created.status_code in (200, 201), created.json()
     assert refused.status_code == 400
-    assert "key_1 … key_5, jwt, force_refresh" in json.dumps(refused.json(), ensure_ascii=False)
+    assert "key_1 … key_5, jwt, parent_token, force_refresh" in json.dumps(
+        refused.json(), ensure_ascii=False
+    )
 
 
 def test_the_console_realm_form_takes_force_refresh(console, stable):

@@ -4,7 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from clients.access_tokens import revocations_prune
-from tokens.background import tokens_refresh_due
+from tokens.background import tokens_refresh_due, wait_for_background_refreshes
 from tokens.notifications import (
     notifications_prune,
     notifications_resume,
@@ -20,7 +20,9 @@ class Command(BaseCommand):
         "(each token's due time has its own jitter inside its realm's margin), so apps "
         "normally never wait on an upstream; also drops revocations of access tokens that "
         "have all expired, and sends failure notifications left pending (by a process that "
-        "stopped, or waiting for a retry). Logs one line per run."
+        "stopped, or waiting for a retry). Chained realms (tickets fetched with an access "
+        "token) come after their parents, and are refreshed as well when their parent's "
+        "token changed. Logs one line per run."
     )
 
     def add_arguments(self, parser):
@@ -55,6 +57,8 @@ class Command(BaseCommand):
                 notifications_resume()
             else:
                 notifications_send_due()
+                # Chained tokens refreshed ahead by this pass's refreshes: done before exit.
+                wait_for_background_refreshes(timeout=60)
             notifications_prune()
             logger.info(
                 "refresh_tokens: %s, %d expired revocations dropped in %.2f s",
