@@ -270,17 +270,51 @@ def wait_until_serving(child, port, path, headers, timeout=60.0):
 # --- Environment: database, cache, tools --------------------------------------------
 
 
+#: MySQL's "Too many connections": a previous run's (or CI's) connections the server has
+#: not let go of yet. Set-up waits for them rather than aborting the run.
+TOO_MANY_CONNECTIONS = 1040
+BUSY_SERVER_WAIT = 60.0
+
+
+def while_server_busy(action, what):
+    """
+    `action()`, tried again for up to BUSY_SERVER_WAIT seconds while MySQL answers
+    "Too many connections"; any other error, or the deadline, is raised.
+    """
+    import MySQLdb
+
+    deadline = time.monotonic() + BUSY_SERVER_WAIT
+    told = False
+    while True:
+        try:
+            return action()
+        except MySQLdb.OperationalError as error:
+            busy = error.args and error.args[0] == TOO_MANY_CONNECTIONS
+            cause = error.__cause__
+            if not busy and isinstance(cause, MySQLdb.OperationalError):
+                busy = bool(cause.args) and cause.args[0] == TOO_MANY_CONNECTIONS
+            if not busy or time.monotonic() > deadline:
+                raise
+        if not told:
+            say(f"NOTE database: too many connections at {what}; waiting for the server")
+            told = True
+        time.sleep(0.5)
+
+
 def mysql_connect(url, timeout):
     """A MySQLdb connection to the server of a DATABASE_URL (no database selected)."""
     import MySQLdb
 
     parts = urlsplit(url)
-    return MySQLdb.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=timeout,
+    return while_server_busy(
+        lambda: MySQLdb.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            connect_timeout=timeout,
+        ),
+        "connect",
     )
 
 
@@ -1309,14 +1343,28 @@ def main(argv=None):
     from tokens.services import token_get
     from tokens.testing import FakeUpstream
 
-    foreign = foreign_realms()
-    if foreign:
-        raise SystemExit(
-            f"{database_url.split('@')[-1]} holds realms that are not the benchmark's "
-            f"({', '.join(foreign)}…): the refresher would refresh them. Give the benchmark a "
-            f"database of its own (DATABASE_URL; default {DEFAULT_DATABASE_URL})."
-        )
-    call_command("migrate", interactive=False, verbosity=0)
+    def prepare_database():
+        # Django wraps the driver's errors; while_server_busy looks at the driver's.
+        from django.db import OperationalError
+
+        try:
+            foreign = foreign_realms()
+            if foreign:
+                raise SystemExit(
+                    f"{database_url.split('@')[-1]} holds realms that are not the benchmark's "
+                    f"({', '.join(foreign)}…): the refresher would refresh them. Give the "
+                    f"benchmark a database of its own (DATABASE_URL; default "
+                    f"{DEFAULT_DATABASE_URL})."
+                )
+            call_command("migrate", interactive=False, verbosity=0)
+        except OperationalError as error:
+            connection.close()  # the next try opens a fresh connection
+            raise (error.__cause__ or error) from error
+
+    if database_url.startswith("mysql"):
+        while_server_busy(prepare_database, "set-up")
+    else:
+        prepare_database()
     call_command("collectstatic", interactive=False, verbosity=0)
     clean_rows()
     if settings.DATABASES["default"]["ENGINE"].endswith("mysql"):

@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from realms.models import Argument, Realm
-from realms.presets import presets, realm_from_preset
+from realms.presets import presets, quota_text, realm_from_preset, reissue_text, values_text
 from realms.services import realm_url_refusals
 from tokenserver.errors import ServiceError
 
@@ -22,11 +22,26 @@ class PresetForm(forms.Form):
         required=False,
         help_text="What apps will name the realm; blank: the preset's name.",
     )
+    url = forms.URLField(
+        label="Token endpoint",
+        max_length=2000,
+        required=False,
+        assume_scheme="https",
+        help_text="Blank: the preset's. Give it where the preset's help says so (a tenant in "
+        "the URL, such as Entra ID's YOUR_TENANT_ID; a sandbox; your own OAuth 2.0 server).",
+    )
+    parent = forms.SlugField(
+        label="Parent realm",
+        max_length=50,
+        required=False,
+        help_text="Chained presets (tickets) only: the realm whose tokens the tickets are "
+        "fetched with; blank: the preset's (wechat_official_account, wecom).",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["preset"].choices = [
-            (name, f"{preset['title']} ({name})") for name, preset in sorted(presets().items())
+            (name, f"{preset['title']} ({name})") for name, preset in presets().items()
         ]
 
 
@@ -60,7 +75,10 @@ class ArgumentForm(forms.ModelForm):
             "value": "A literal, or a template over the secret's values: $key_1 alone, "
             "${key_1} inside text (Bearer ${key_1}), $$ for a literal $. An argument that "
             "is only $key_3 is left out when the secret has no key_3. $jwt: the assertion "
-            "signed with the realm's JWT settings (above) for each fetch.",
+            "signed with the realm's JWT settings (above) for each fetch. $parent_token: "
+            "the current token of the parent secret (a chained realm, above). $force_refresh: "
+            "true only when the fetch answers a token reported rejected (rejected=), else "
+            "false; alone in a JSON body it is sent as a JSON boolean.",
         }
 
 
@@ -78,7 +96,7 @@ class RealmAdmin(admin.ModelAdmin):
     """
 
     form = RealmForm
-    list_display = ("id", "kind", "url", "method", "refresh_margin", "updated_at")
+    list_display = ("id", "kind", "parent", "url", "method", "refresh_margin", "updated_at")
     list_filter = ("kind", "method")
     search_fields = ("id", "comment", "url")
     inlines = [ArgumentInline]
@@ -87,6 +105,17 @@ class RealmAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "kind", "comment")}),
         ("Request", {"fields": ("url", "method", "content_type", "code_url", "timeout")}),
+        (
+            "Chained realm: a token made from another secret's token",
+            {
+                "fields": ("parent", "parent_key", "parent_rejected_codes"),
+                "description": "Arguments send the parent secret's current token as "
+                "$parent_token, e.g. access_token=$parent_token for WeChat's JS-SDK ticket. "
+                "The parent's token is fetched (or reused) first; when this realm's upstream "
+                "refuses it, the parent is refreshed once and the call retried once; a new "
+                "parent token refreshes this realm's tokens ahead.",
+            },
+        ),
         (
             "JWT assertion (RFC 7523: JWT-bearer grant, private_key_jwt)",
             {
@@ -141,7 +170,23 @@ class RealmAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The id is the primary key apps use: fixed once created.
-        return (*self.readonly_fields, "id") if obj else self.readonly_fields
+        return (*self.readonly_fields, "id", "chained_realms") if obj else self.readonly_fields
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.children.exists():
+            return fieldsets
+        # A parent: the realms fetched with its tokens, under the chain's own settings.
+        return tuple(
+            (name, {**options, "fields": (*options["fields"], "chained_realms")})
+            if "parent" in options["fields"]
+            else (name, options)
+            for name, options in fieldsets
+        )
+
+    @admin.display(description="realms fetched with its tokens")
+    def chained_realms(self, obj):
+        return ", ".join(sorted(obj.children.values_list("id", flat=True))) or "-"
 
     def get_urls(self):
         own = [
@@ -161,11 +206,16 @@ class RealmAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             name, realm_id = form.cleaned_data["preset"], form.cleaned_data["realm_id"] or None
             try:
-                realm = realm_from_preset(name, realm_id)
+                realm = realm_from_preset(
+                    name,
+                    realm_id,
+                    url=form.cleaned_data["url"] or None,
+                    parent=form.cleaned_data["parent"] or None,
+                )
             except (ServiceError, ValidationError) as error:
                 form.add_error(None, getattr(error, "detail", None) or "; ".join(error.messages))
             else:
-                values = ", ".join(f"{k} = {v}" for k, v in presets()[name]["values"].items())
+                values = values_text(presets()[name])
                 self.message_user(
                     request,
                     f"Realm {realm.id} created from preset {name}. Its secrets take: {values}.",
@@ -177,6 +227,14 @@ class RealmAdmin(admin.ModelAdmin):
             "title": "Add realm from preset",
             "form": form,
             "opts": self.model._meta,
-            "presets": sorted(presets().items()),
+            "presets": [
+                {
+                    "name": name,
+                    **preset,
+                    "quota_text": quota_text(preset["quota"]),
+                    "reissue_text": reissue_text(preset["reissue_window"]),
+                }
+                for name, preset in presets().items()
+            ],
         }
         return TemplateResponse(request, "admin/realms/realm/add_from_preset.html", context)

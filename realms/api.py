@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from clients.scopes import REALM_READ, REALM_WRITE
 from realms.models import Argument, Realm
-from realms.services import CONFIG_FIELDS, realm_delete, realm_upsert
+from realms.services import CONFIG_FIELDS, config_attribute, realm_delete, realm_upsert
 from tokenserver.api import PageQuerySerializer, ScopedAPIView, enveloped, paginated, parse_query
 
 
@@ -88,6 +88,27 @@ class RealmConfigSerializer(serializers.Serializer):
         '{"alg": "RS256"|"ES256"|…, "key": "$key_2", "iss": "$key_1", "sub", "aud" '
         '(blank: url), "scope", "kid", "lifetime" (≤ 3600)}; null: none.',
     )
+    # A chained realm (issue 14): checked by the model (Realm.clean), the one validation.
+    parent = serializers.CharField(
+        max_length=50,
+        allow_null=True,
+        allow_blank=True,
+        required=False,
+        help_text="Chained realm: the id of the realm whose token this one is fetched with "
+        "(arguments send it as $parent_token); null or blank: none.",
+    )
+    parent_key = serializers.CharField(
+        max_length=100,
+        allow_blank=True,
+        required=False,
+        help_text="The parent secret's key; blank: the parent realm's secret with the "
+        "child secret's own key.",
+    )
+    parent_rejected_codes = serializers.JSONField(
+        required=False,
+        help_text="Error codes that mean the parent token was refused, besides 40001, "
+        "40014 and 42001.",
+    )
 
 
 class RealmWriteSerializer(serializers.Serializer):
@@ -107,7 +128,7 @@ class RealmWriteSerializer(serializers.Serializer):
 
 
 def realm_to_dict(realm: Realm) -> dict:
-    config = {name: getattr(realm, name) for name in CONFIG_FIELDS}
+    config = {name: getattr(realm, config_attribute(name)) for name in CONFIG_FIELDS}
     config["arguments"] = [
         {"name": argument.name, "place": argument.place, "value": argument.value}
         for argument in realm.arguments.all()

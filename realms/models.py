@@ -10,6 +10,7 @@ from django.db import models
 from realms.validators import (
     day_start_zone,
     references_jwt,
+    references_parent_token,
     validate_code_list,
     validate_day_start,
     validate_http_url,
@@ -41,6 +42,17 @@ class ProviderDay:
         return max(0.0, self.ends_at - now)
 
 
+#: Upstream error codes that say the token a chained realm's call carried was refused:
+#: WeChat's and WeCom's 40001 (invalid credential, access_token invalid or not latest),
+#: 40014 (invalid access_token) and 42001 (access_token expired). A chained realm
+#: (Realm.parent) counts them besides its own `parent_rejected_codes`.
+PARENT_REJECTED_CODES = ("40001", "40014", "42001")
+
+#: The longest chain of realms: a token, a token made from it, … (the single flight
+#: of each holds its lock while it asks for its parent's token).
+MAX_CHAIN_LENGTH = 4
+
+
 class Realm(models.Model):
     """
     One token provider: how to fetch a token from it and how to read the
@@ -48,6 +60,12 @@ class Realm(models.Model):
     from this realm's arguments), `code` (the operator's own function at
     `code_url`, the seed's `logic_code`) or `fixed` (a token stored on each
     secret, no upstream call).
+
+    A realm with a `parent` is chained (issue 14): its token is fetched with the
+    current token of a secret of the parent realm, which its arguments send as
+    `$parent_token` (WeChat's JS-SDK ticket is fetched with the access token). The
+    parent secret is the one named `parent_key`, or, blank, the one with the child
+    secret's own key (`parent_secret_of`).
     """
 
     class Kind(models.TextChoices):
@@ -233,6 +251,31 @@ class Realm(models.Model):
         "templates over the secret's values (aud blank: the url above); lifetime: at most "
         "3600 s. Blank: none.",
     )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        error_messages={"invalid": "There is no realm %(value)r to take a parent token from."},
+        help_text="Chained realm: the realm whose token this one is fetched with; arguments "
+        "send it as $parent_token (WeChat's JS-SDK ticket is fetched with the access token). "
+        "Blank: none.",
+    )
+    parent_key = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The parent secret's key; blank: the parent realm's secret with the same "
+        "key as the child's (wx_jsapi/main is fetched with wxgzh/main's token).",
+    )
+    parent_rejected_codes = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_code_list],
+        help_text="Chained realm: upstream error codes that mean the parent token was "
+        "refused, besides WeChat's 40001, 40014 and 42001 (always counted). The parent is "
+        "then refreshed once (compare-and-refresh) and the call retried once.",
+    )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -264,6 +307,23 @@ class Realm(models.Model):
         """How close to expiry a refresh may come when the provider re-issues late (s)."""
         return reissue_limit_of(self.reissue_window)
 
+    def parent_secret_of(self, name: str) -> tuple[str, str] | None:
+        """The parent secret (realm, key) of this realm's secret `name`; None: not chained."""
+        if not self.parent_id:
+            return None
+        return (self.parent_id, self.parent_key or name)
+
+    def rejects_parent_token(self, error_code: str) -> bool:
+        """
+        Whether an upstream error code says the parent token this chained realm's call
+        carried was refused (PARENT_REJECTED_CODES and `parent_rejected_codes`,
+        compared as text, as the fetch log records codes).
+        """
+        if not self.parent_id or not error_code:
+            return False
+        codes = {*PARENT_REJECTED_CODES, *(str(code) for code in self.parent_rejected_codes or [])}
+        return error_code in codes
+
     def clean(self):
         # No network I/O here: whether the URLs' addresses may be fetched is
         # checked by realm_upsert and the console's form
@@ -279,17 +339,97 @@ class Realm(models.Model):
             errors["code_url"] = "A realm of kind code needs code_url."
         if self.kind == self.Kind.CONFIG and not self.token_path:
             errors["token_path"] = "A realm of kind config needs token_path."
+        errors.update(self._chain_errors())
         if errors:
             raise ValidationError(errors)
+
+    def _chain_errors(self) -> dict[str, str]:
+        """
+        A chain must hold together when saved: the parent realm exists (the field's
+        own check says so when it does not), the chain has no cycle and is at most
+        MAX_CHAIN_LENGTH realms long, and the parent secrets exist: `parent_key`'s,
+        or, blank, one with the key of each of this realm's secrets. Database
+        queries only, no network I/O.
+        """
+        if not self.parent_id:
+            if self.parent_key:
+                return {"parent_key": "A parent key needs a parent realm."}
+            return {}
+        if self.kind != self.Kind.CONFIG:
+            return {"parent": "Only a realm of kind config is fetched with a parent token."}
+        parent = Realm.objects.filter(pk=self.parent_id).first()
+        if parent is None:
+            return {}  # the foreign key's validation names the missing realm
+        trail = self._ancestors_refusal()
+        if trail:
+            return {"parent": trail}
+        if self.parent_key:
+            if not parent.secrets.filter(name=self.parent_key).exists():
+                return {
+                    "parent_key": f"Realm {parent.id} has no secret {self.parent_key!r} "
+                    "to take the parent token from."
+                }
+            return {}
+        if self._state.adding:
+            return {}
+        names = set(self.secrets.values_list("name", flat=True))
+        missing = sorted(
+            names - set(parent.secrets.filter(name__in=names).values_list("name", flat=True))
+        )
+        if missing:
+            shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+            return {
+                "parent": f"Each secret of this realm is fetched with the token of the secret "
+                f"of {parent.id} with the same key, and {parent.id} has no secret {shown}: "
+                "create them first, or name one secret in parent_key."
+            }
+        return {}
+
+    def _ancestors_refusal(self) -> str:
+        """Why the chain through `parent` cannot be (a cycle, too long), or ""."""
+        trail = [self.id]
+        current = self.parent_id
+        while current:
+            if current in trail:
+                return "This makes a cycle: " + " → ".join([*trail, current]) + "."
+            trail.append(current)
+            current = Realm.objects.filter(pk=current).values_list("parent_id", flat=True).first()
+        below = self._chain_length_below()
+        if len(trail) + below > MAX_CHAIN_LENGTH:
+            return (
+                f"A chain of realms is at most {MAX_CHAIN_LENGTH} long; this one would be "
+                f"{len(trail) + below}: "
+                + " → ".join(reversed(trail))
+                + (" → …" if below else "")
+                + "."
+            )
+        return ""
+
+    def _chain_length_below(self) -> int:
+        """How many levels of chained realms hang below this one (0: none)."""
+        if self._state.adding:
+            return 0
+        levels, frontier = 0, [self.id]
+        while frontier and levels <= MAX_CHAIN_LENGTH:
+            frontier = list(
+                Realm.objects.filter(parent_id__in=frontier).values_list("id", flat=True)
+            )
+            levels += bool(frontier)
+        return levels
 
 
 class Argument(models.Model):
     """
     One parameter of a realm's token request: where it goes (`place`) and its
     value, a literal or a template over the secret's values (`$key_1`, or
-    `${key_1}` inside a string) and `$jwt`, the assertion the realm's `jwt`
-    settings sign for each fetch (realms.assertions). Place `basic` sends HTTP Basic auth from a
-    `user:password` template such as `${key_1}:${key_2}`.
+    `${key_1}` inside a string), `$jwt`, the assertion the realm's `jwt`
+    settings sign for each fetch (realms.assertions), and `$parent_token`, the
+    current token of a chained realm's parent secret. Place `basic` sends HTTP
+    Basic auth from a `user:password` template such as `${key_1}:${key_2}`.
+
+    `$force_refresh` is `true` only when the fetch answers a token reported rejected
+    (`rejected=`), else `false`; an argument that is `$force_refresh` alone is sent in a
+    JSON body as the JSON boolean (WeChat's stable_token: `"force_refresh": false`).
     """
 
     class Place(models.TextChoices):
@@ -338,4 +478,8 @@ class Argument(models.Model):
         if references_jwt(self.value) and realm is not None and not realm.jwt:
             raise ValidationError(
                 {"value": "$jwt is the signed assertion: give the realm jwt settings first."}
+            )
+        if references_parent_token(self.value) and realm is not None and not realm.parent_id:
+            raise ValidationError(
+                {"value": "$parent_token is the parent secret's token: give the realm a parent."}
             )

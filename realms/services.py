@@ -36,10 +36,21 @@ CONFIG_FIELDS = (
     "budget_alert_percent",
     "budget_day_starts",
     "jwt",
+    "parent",
+    "parent_key",
+    "parent_rejected_codes",
 )
 
 #: Fields at the top level of the API's realm object.
 TOP_FIELDS = ("kind", "comment")
+
+#: API config fields whose value is another attribute on the model: the parent realm by id.
+CONFIG_ATTRIBUTES = {"parent": "parent_id"}
+
+
+def config_attribute(name: str) -> str:
+    """The Realm attribute a "config" field reads and writes ("parent" → "parent_id")."""
+    return CONFIG_ATTRIBUTES.get(name, name)
 
 
 def _api_path(field: str) -> str:
@@ -80,7 +91,10 @@ def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[R
     config = data.get("config") or {}
     for name in CONFIG_FIELDS:
         if name in config:
-            setattr(realm, name, config[name])
+            value = config[name]
+            if name == "parent":
+                value = value or None  # "" says "no parent", like null
+            setattr(realm, config_attribute(name), value)
     for name in TOP_FIELDS:
         if name in data:
             setattr(realm, name, data[name])
@@ -100,7 +114,15 @@ def realm_upsert(realm_id: str, data: dict, *, partial: bool = False) -> tuple[R
     refusals = realm_url_refusals(realm)  # resolves the hosts: after the cheap checks
     if refusals:
         raise _renamed(ValidationError(refusals), _api_path)
-    for position, argument in enumerate(arguments or []):
+    if arguments is None and not created and partial:
+        # The arguments stay: they must still hold against the realm as changed (a
+        # $parent_token or $jwt whose settings this change removes).
+        arguments_checked = list(realm.arguments.all())
+        for argument in arguments_checked:
+            argument.realm = realm
+    else:
+        arguments_checked = arguments or []
+    for position, argument in enumerate(arguments_checked):
         try:
             argument.full_clean(exclude=["realm"])
         except ValidationError as error:
@@ -143,9 +165,15 @@ def _implied_kind(data: dict, config: dict) -> str:
 
 
 def realm_delete(realm_id: str) -> None:
-    """Delete a realm; refused (409) while secrets still use it."""
+    """Delete a realm; refused (409) while secrets use it, or chained realms take its tokens."""
     realm = Realm.objects.get(pk=realm_id)
     count = realm.secrets.count()
     if count:
         raise Conflict(f"Realm {realm_id!r} still has {count} secret(s); delete them first.")
+    children = sorted(realm.children.values_list("id", flat=True))
+    if children:
+        raise Conflict(
+            f"Realm {realm_id!r} is the parent of {', '.join(children)}: those realms are "
+            "fetched with its tokens; give them another parent or delete them first."
+        )
     realm.delete()

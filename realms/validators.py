@@ -27,9 +27,23 @@ from tokenserver.jsonpaths import (  # noqa: F401 - re-exported
 TEMPLATE_NAMES = frozenset(f"key_{n}" for n in range(1, 6))
 
 #: What an argument may reference besides: `$jwt`, the assertion the realm's `jwt`
-#: settings sign for each fetch (RFC 7523; realms.assertions).
+#: settings sign for each fetch (RFC 7523; realms.assertions), and `$parent_token`,
+#: the current token of the realm's parent secret (a chained realm: Realm.parent).
 JWT_NAME = "jwt"
-ARGUMENT_TEMPLATE_NAMES = TEMPLATE_NAMES | {JWT_NAME}
+PARENT_TOKEN_NAME = "parent_token"
+
+#: And `$force_refresh`: `true` when the fetch answers a token reported rejected
+#: (`rejected=`, X-Rejected-Token), `false` for every other fetch (requests, flushes, the
+#: refresher, the console's test fetch). An argument that is `$force_refresh` alone is sent
+#: in a JSON body as the JSON boolean, elsewhere as the text true/false (WeChat's
+#: stable_token takes `"force_refresh": false`).
+FORCE_REFRESH_NAME = "force_refresh"
+
+ARGUMENT_TEMPLATE_NAMES = TEMPLATE_NAMES | {JWT_NAME, PARENT_TOKEN_NAME, FORCE_REFRESH_NAME}
+
+#: Names whose value is a boolean: an argument that is one of them alone is sent as a
+#: JSON boolean in a JSON body (see boolean_reference).
+BOOLEAN_NAMES = frozenset({FORCE_REFRESH_NAME})
 
 validate_http_url = URLValidator(
     schemes=["http", "https"], message="Enter a valid http or https URL."
@@ -40,8 +54,10 @@ def validate_template(value: str) -> None:
     """
     An argument value is a literal or a template in string.Template syntax:
     `$key_1` alone, `${key_1}` inside a string (`Bearer ${key_1}`), `$$` for a
-    literal dollar sign. Only `key_1` … `key_5` may be referenced, and `$jwt`
-    (the signed assertion) where the realm has `jwt` settings.
+    literal dollar sign. Only `key_1` … `key_5` may be referenced, `$jwt`
+    (the signed assertion) where the realm has `jwt` settings, `$parent_token`
+    (the parent secret's current token) where the realm has a parent, and
+    `$force_refresh` (true only when the fetch answers a reported rejection).
     """
     _validate_template(value, ARGUMENT_TEMPLATE_NAMES)
 
@@ -57,7 +73,11 @@ def _validate_template(value: str, names: frozenset) -> None:
         )
     unknown = sorted(set(template.get_identifiers()) - names)
     if unknown:
-        known = "key_1 … key_5, jwt" if JWT_NAME in names else "key_1 … key_5"
+        known = (
+            "key_1 … key_5, jwt, parent_token, force_refresh"
+            if JWT_NAME in names
+            else "key_1 … key_5"
+        )
         raise ValidationError(
             "Template references %(names)s; only %(known)s exist (use ${key_1} inside a string).",
             code="unknown_template_name",
@@ -67,14 +87,37 @@ def _validate_template(value: str, names: frozenset) -> None:
 
 def references_jwt(value: str) -> bool:
     """Whether an argument template references the signed assertion (`$jwt`)."""
+    return _references(value, JWT_NAME)
+
+
+def references_parent_token(value: str) -> bool:
+    """Whether an argument template references the parent secret's token (`$parent_token`)."""
+    return _references(value, PARENT_TOKEN_NAME)
+
+
+def _references(value: str, name: str) -> bool:
     template = string.Template(value)
-    return template.is_valid() and JWT_NAME in template.get_identifiers()
+    return template.is_valid() and name in template.get_identifiers()
+
+
+def boolean_reference(value: str) -> str | None:
+    """
+    The boolean name (BOOLEAN_NAMES) an argument value is a reference to, alone
+    (`$force_refresh` or `${force_refresh}`), else None: such an argument is sent in a
+    JSON body as a JSON boolean, not as text.
+    """
+    stripped = value.strip()
+    for name in BOOLEAN_NAMES:
+        if stripped in (f"${name}", f"${{{name}}}"):
+            return name
+    return None
 
 
 def render_template(value: str, values: dict[str, str]) -> str:
     """
     Render a template with a secret's values (unset ones are empty); `values` may
-    carry `jwt`, the assertion signed for this fetch.
+    carry `jwt`, the assertion signed for this fetch, `parent_token`, the parent
+    secret's token (a chained realm), and `force_refresh` ("true" or "false").
     """
     mapping = {name: values.get(name) or "" for name in ARGUMENT_TEMPLATE_NAMES}
     return string.Template(value).substitute(mapping)

@@ -65,3 +65,14 @@ class SecretAdmin(admin.ModelAdmin):
         ("Fixed token (realms of kind fixed)", {"fields": ("token", "token_expires_at")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+
+    def get_deleted_objects(self, objs, request):
+        """
+        Deleting a secret whose token chained realms' secrets are fetched with is
+        refused, as for the API (secret_delete): they show as protected objects.
+        """
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for secret in objs:
+            for child in Secret.objects.taking_token_of(secret.realm_id, secret.name):
+                protected.append(f"{child} (fetched with the token of {secret})")
+        return deleted, counts, perms_needed, protected

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from model_utils import FieldTracker
 
@@ -60,6 +61,18 @@ def validate_secret_text(value: str) -> None:
             )
 
 
+class SecretQuerySet(models.QuerySet):
+    def taking_token_of(self, realm_id: str, name: str) -> "SecretQuerySet":
+        """
+        The secrets of chained realms fetched with the token of the secret (`realm_id`,
+        `name`): those of its realm's children that name it in `parent_key`, or, with
+        `parent_key` blank, that have its key (Realm.parent_secret_of).
+        """
+        return self.filter(realm__parent_id=realm_id).filter(
+            Q(realm__parent_key=name) | Q(realm__parent_key="", name=name)
+        )
+
+
 class Secret(models.Model):
     """
     One app's credentials at one realm. Apps ask for its token by (`realm`,
@@ -105,6 +118,8 @@ class Secret(models.Model):
 
     #: What was loaded, so a save can tell what changed.
     tracker = FieldTracker(fields=[*CREDENTIAL_FIELDS, "enabled", "realm", "name"])
+
+    objects = SecretQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at"]
@@ -167,6 +182,37 @@ class Secret(models.Model):
             raise ValidationError(
                 {"token": f"This token is longer than TOKENSERVER_MAX_TOKEN_BYTES ({limit})."}
             )
+        chain = self._chain_refusal(realm)
+        if chain:
+            raise ValidationError({"name": chain})
+
+    def _chain_refusal(self, realm: Realm | None) -> str:
+        """
+        Chained realms (issue 14) at save time: a secret of a chained realm whose
+        parent secret is the one with its own key needs that secret to exist; a
+        secret whose token chained secrets are fetched with keeps its identity
+        (renamed or moved, it would leave them without a parent). Queries only.
+        """
+        identity = self.previous_identity()
+        if identity == (self.realm_id, self.name):
+            return ""  # neither new nor renamed: nothing a chain depends on changed
+        if realm is not None and realm.parent_id and not realm.parent_key:
+            if not Secret.objects.filter(realm_id=realm.parent_id, name=self.name).exists():
+                return (
+                    f"Realm {realm.id} is fetched with the token of the secret of "
+                    f"{realm.parent_id} with the same key, and {realm.parent_id} has no "
+                    f"secret {self.name!r}: create it first."
+                )
+        if identity is not None:
+            children = Secret.objects.taking_token_of(*identity).order_by("realm_id", "name")
+            names = [str(child) for child in children[:6]]
+            if names:
+                shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+                return (
+                    f"{shown} are fetched with this secret's token (chained realms): "
+                    "it keeps its realm and key while they do."
+                )
+        return ""
 
     def fixed_token_is_valid(self, now=None) -> bool:
         now = now or timezone.now()

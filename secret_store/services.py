@@ -5,7 +5,7 @@ from django.db import transaction
 
 from realms.models import Realm
 from secret_store.models import VALUE_FIELDS, Secret
-from tokenserver.errors import NotFound
+from tokenserver.errors import Conflict, NotFound
 
 #: Fields a caller may set on a secret.
 WRITABLE_FIELDS = (*VALUE_FIELDS, "token", "token_expires_at", "enabled", "comment")
@@ -69,6 +69,16 @@ def secret_set_enabled(secret: Secret, enabled: bool) -> bool:
 
 
 def secret_delete(realm_id: str, name: str) -> None:
+    """
+    Delete a secret; refused (409) while secrets of chained realms are fetched with
+    its token (they would have no parent).
+    """
+    children = sorted(str(child) for child in Secret.objects.taking_token_of(realm_id, name))
+    if children:
+        raise Conflict(
+            f"Secret {realm_id}/{name} is the parent of {', '.join(children)}: their tokens "
+            "are fetched with its token; delete them first."
+        )
     deleted, _ = Secret.objects.filter(realm_id=realm_id, name=name).delete()
     if not deleted:
         raise NotFound(f"Realm {realm_id!r} has no secret {name!r}.")

@@ -24,6 +24,7 @@ from tokens.services import token_clear, token_test_fetch
 from tokens.states import (
     RECENT_FETCHES,
     realm_token_counts,
+    secret_chain,
     secret_recent_fetches,
     secret_refresh_health,
     secret_token_fingerprint,
@@ -141,15 +142,18 @@ class SecretTokenAdmin(SecretAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), *self.token_fields)
+        return (*super().get_readonly_fields(request, obj), *self.token_fields, "chain")
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
+        token = self.token_fields[:4]
+        if obj.realm.parent_id or Secret.objects.taking_token_of(obj.realm_id, obj.name).exists():
+            token = (*token, "chain")  # a chained realm's secret, or a parent (issue 14)
         return (
             *fieldsets,
-            ("Token (read-only)", {"fields": self.token_fields[:4]}),
+            ("Token (read-only)", {"fields": token}),
             ("Daily quota", {"fields": self.token_fields[4:5]}),
             ("Recent fetches", {"fields": self.token_fields[5:]}),
         )
@@ -216,6 +220,57 @@ class SecretTokenAdmin(SecretAdmin):
     def token_fingerprint(self, obj):
         # The first 8 hex digits of the token's SHA-256: tells tokens apart, reveals nothing.
         return secret_token_fingerprint(obj) or "-"
+
+    @admin.display(description="chain")
+    def chain(self, obj):
+        """
+        The parent secret this one's token is fetched with (a link), and whether it was
+        fetched with the parent's current token; the secrets fetched with this one's.
+        Fingerprints only.
+        """
+        facts = secret_chain(obj)
+        if facts is None:
+            return "-"
+        parts = []
+        if facts.parent_name:
+            if facts.parent is None:
+                parts.append(
+                    format_html("Fetched with the token of {} (missing).", facts.parent_name)
+                )
+            else:
+                link = format_html(
+                    '<a href="{}">{}</a>',
+                    reverse("admin:secrets_secret_change", args=[facts.parent.pk]),
+                    facts.parent_name,
+                )
+                made = facts.fetched_with or "-"
+                current = facts.parent_fingerprint or "none yet"
+                note = (
+                    "the parent has another token since: it is refreshed ahead"
+                    if facts.behind
+                    else "current"
+                )
+                parts.append(
+                    format_html(
+                        "Fetched with the token of {} (its token: {}; this one was fetched "
+                        "with {}: {}).",
+                        link,
+                        current,
+                        made,
+                        note,
+                    )
+                )
+        if facts.children:
+            links = format_html_join(
+                ", ",
+                '<a href="{}">{}</a>',
+                (
+                    (reverse("admin:secrets_secret_change", args=[child.pk]), str(child))
+                    for child in facts.children
+                ),
+            )
+            parts.append(format_html("Its token fetches the tokens of {}.", links))
+        return format_html_join(" ", "{}", ((part,) for part in parts))
 
     @admin.display(description=f"last {RECENT_FETCHES} fetches")
     def recent_fetches(self, obj):

@@ -4,10 +4,11 @@ answers without a database query. Callers read and write `Snapshot`s; the
 entry's format is private to this module:
 
     {"t": ciphertext, "exp": expires_at, "at": fetched_at, "ref": refresh_at,
-     "lt": lock lease in seconds, "src": "fixed" | absent}
+     "lt": lock lease in seconds, "src": "fixed" | absent, "pf": parent | absent}
 
 all epoch seconds but `lt`: how long a refresh of this secret may hold its
-lock, for the background refresh that starts from this entry. `ref` is
+lock, for the background refresh that starts from this entry; and `pf`: the
+fingerprint of the parent token a chained realm's token was fetched with. `ref` is
 computed when the entry is written, from the realm's refresh margin; saving a
 realm or a secret evicts its entries (tokens.signals), so a changed margin, a
 disabled secret or new credentials take effect at once.
@@ -59,6 +60,7 @@ def _snapshot(entry) -> Snapshot | None:
             entry["ref"],
             source=entry.get("src", "cache"),
             lock_ttl=entry.get("lt", 60.0),
+            parent=entry.get("pf", ""),
         )
     except (crypto.InvalidToken, KeyError, TypeError):
         return None  # sealed under a key no longer configured (or not ours): a miss
@@ -77,6 +79,8 @@ def entry_write(realm_id: str, key: str, snapshot: Snapshot, *, now: float) -> N
         }
         if snapshot.source == "fixed":
             entry["src"] = "fixed"
+        if snapshot.parent:
+            entry["pf"] = snapshot.parent
         # Keep the entry no longer than the token lives (a fixed token without
         # expiry is re-read from the database daily); a per-process cache keeps
         # it only briefly (settings.TOKENSERVER_LOCAL_CACHE_TTL).

@@ -36,7 +36,9 @@ class StoredToken(models.Model):
 
     `fetched_at` is when the upstream answered; `expires_at` counts the
     granted lifetime from when the request was sent, so it is never later
-    than the provider's own expiry.
+    than the provider's own expiry. `parent_fingerprint` is the fingerprint of
+    the parent token a chained realm's token was fetched with: when the parent's
+    token is another one, this one is refreshed ahead (tokens.chains).
     """
 
     secret = models.OneToOneField(
@@ -56,6 +58,11 @@ class StoredToken(models.Model):
     #: replaced it (refreshing within that gets a new one). Null: never seen.
     same_token_left = models.PositiveIntegerField(null=True, blank=True)
     reissued_left = models.PositiveIntegerField(null=True, blank=True)
+    parent_fingerprint = models.CharField(
+        max_length=8,
+        blank=True,
+        help_text="Chained realms: the fingerprint of the parent token this one was fetched with.",
+    )
 
     class Meta:
         verbose_name = "stored token"
@@ -152,6 +159,7 @@ class StoredToken(models.Model):
             self.refresh_at(margin, reissue).timestamp(),
             source="database",
             lock_ttl=lock_ttl,
+            parent=self.parent_fingerprint,
         )
 
 
@@ -189,6 +197,10 @@ class FetchLog(models.Model):
         FLUSH = "flush"
         REFRESHER = "refresher"
         ADMIN = "admin"
+        #: A chained realm's doing: a parent token fetched (or refreshed after a
+        #: rejection) for its child, or a child refreshed ahead after its parent's
+        #: token changed.
+        CHAIN = "chain"
 
     class Outcome(models.TextChoices):
         OK = "ok"

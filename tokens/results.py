@@ -12,7 +12,9 @@ class Snapshot:
     """
     A token as the cache or the database holds it (times in epoch seconds).
     `source` is where it was read (cache, database; fixed for a fixed
-    token); `lock_ttl` is how long a refresh of this secret may hold its lock.
+    token); `lock_ttl` is how long a refresh of this secret may hold its lock;
+    `parent` is the fingerprint of the parent token a chained realm's token was
+    fetched with ("" for the others).
     """
 
     token: str
@@ -21,6 +23,7 @@ class Snapshot:
     refresh_at: float
     source: str = "cache"
     lock_ttl: float = 60.0
+    parent: str = ""
 
     def alive(self, now: float) -> bool:
         """Not yet expired (it may be due for a refresh)."""

@@ -9,6 +9,12 @@ breaker, rate-limit backoff, concurrency cap), retrying network errors and
 HTTP 5xx with jittered backoff; it then caches and stores the token and
 writes one FetchLog row per attempt. The upstream call never runs inside a
 database transaction.
+
+A chained realm's fetch (issue 14; tokens.chains) asks for its parent's token
+first, holding its own lock; when its upstream refuses that token, the parent is
+refreshed once (compare-and-refresh) and the call made once more. A fetch that
+stores a new token refreshes, in a background thread, the chained tokens that
+were fetched with another one.
 """
 
 import hmac
@@ -25,17 +31,19 @@ from django.utils import timezone
 from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
-from tokens import guards, permanent_errors, quota, upstream
+from tokens import chains, guards, permanent_errors, quota, upstream
 from tokens.locks import Lease, lock_for
-from tokens.models import FetchLog, StoredToken
+from tokens.models import FetchLog, StoredToken, fingerprint
 from tokens.refresh_health import refresh_failed, refresh_succeeded
 from tokens.results import Snapshot, TokenResult
+from tokens.threads import start_daemon
 from tokenserver import metrics, request_id
 from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
     QuotaExhausted,
     SecretDisabled,
+    ServiceError,
     UnsendableRequest,
     UpstreamError,
     UpstreamUnavailable,
@@ -56,6 +64,11 @@ RETRY_BASE, RETRY_CAP = 0.2, 2.0
 #: Outcomes that mean "try again later" (503) rather than "the upstream said no" (502).
 UNAVAILABLE_OUTCOMES = {FetchLog.Outcome.TIMEOUT, FetchLog.Outcome.UNREACHABLE}
 
+#: A chained realm's refresh may take this many of its own call budgets while it holds
+#: its lock: the parent's token, its call, the parent's refresh after a rejection, its
+#: call again (the parent's sized like its own: usually the same provider).
+CHAIN_BUDGETS = 4
+
 
 @dataclass(frozen=True)
 class Need:
@@ -63,12 +76,15 @@ class Need:
     Which token satisfies a request. Plain requests want a token not yet due
     for refresh (`lookahead` seconds ahead, for the refresher); flushes want
     one fetched at or after `fetched_after`; with `rejected`, any token but
-    that one (a token the provider refused is never handed back).
+    that one (a token the provider refused is never handed back). With
+    `parent` (a chained realm refreshed ahead), only a token fetched with the
+    parent token of that fingerprint does, besides.
     """
 
     fetched_after: float | None = None
     rejected: str | None = None
     lookahead: float = 0.0
+    parent: str | None = None
 
     @classmethod
     def flush(cls, realm: Realm, requested_at: float, rejected: str | None = None) -> "Need":
@@ -80,8 +96,21 @@ class Need:
         """A new token asked for (a flush, a rejected token, a test fetch), not one kept alive."""
         return self.fetched_after is not None or self.rejected is not None
 
+    @property
+    def forces_new_token(self) -> bool:
+        """
+        Whether a fetch for this need answers a reported rejection: the provider is
+        asked for a new token even where it would hand back the one it holds (the
+        realm's `$force_refresh` is true: WeChat's stable_token, force_refresh). Only
+        the fetch made because the rejected token was still current sends it; the
+        requests coalesced on it, plain refreshes and flushes do not.
+        """
+        return self.rejected is not None
+
     def satisfied_by(self, snapshot: Snapshot | None, now: float) -> bool:
         if snapshot is None or not snapshot.alive(now):
+            return False
+        if self.parent is not None and snapshot.parent != self.parent:
             return False
         if self.rejected is not None:
             # Already replaced: no upstream call. Still current: refresh.
@@ -153,8 +182,18 @@ def lock_ttl(realm: Realm) -> float:
     its call. The lease itself is short and renewed by a heartbeat while the
     holder lives (tokens.locks), so a killed holder blocks the others only
     for TOKENSERVER_LOCK_LEASE; this caps how long a stuck one can renew it.
+    A chained realm's holder also waits for its parent's token (CHAIN_BUDGETS).
     """
-    return call_budget(realm) + 5
+    return call_budget(realm) * (CHAIN_BUDGETS if realm.parent_id else 1) + 5
+
+
+def wait_budget(realm: Realm) -> float:
+    """
+    How long a request waits for another worker's refresh of a secret: the
+    realm's timeout (twice for a chained realm, whose holder asks for its
+    parent's token first) and a grace.
+    """
+    return realm.timeout * (2 if realm.parent_id else 1) + LOCK_WAIT_GRACE
 
 
 def secret_lock(realm_id: str, key: str, max_hold: float) -> Lease:
@@ -200,14 +239,22 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
 
 
 def refresh(
-    secret: Secret, need: Need, *, trigger: str, client: str, recall: bool = True
+    secret: Secret,
+    need: Need,
+    *,
+    trigger: str,
+    client: str,
+    recall: bool = True,
+    renew_parent: bool = True,
 ) -> TokenResult:
     """
     Take the secret's lock (or wait for its holder's result), then fetch if still needed.
     A permanent error remembered for the secret (tokens.permanent_errors) is raised
     first, without the lock or an upstream call; `recall=False` (the console's test
-    fetch) calls the upstream regardless. So is a daily budget that already refuses
-    the call (tokens.quota: 429 quota_exhausted; a forced one may not use the reserve).
+    fetch) calls the upstream regardless. `renew_parent=False`: a chained realm's
+    parent token refused by its upstream is not refreshed (see fetch_and_store). A
+    daily budget that already refuses the call is raised first too (tokens.quota: 429
+    quota_exhausted; a forced one may not use the reserve).
     """
     if recall:
         now = time.time()
@@ -216,27 +263,30 @@ def refresh(
             raise remembered.error(now)
     quota.check(secret, forced=need.forced)
     lock = secret_lock(secret.realm_id, secret.name, lock_ttl(secret.realm))
+    options = {"trigger": trigger, "client": client, "recall": recall, "renew_parent": renew_parent}
     if not lock.try_acquire():
-        return _wait_for_holder(secret, need, lock, trigger=trigger, client=client, recall=recall)
-    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client, recall=recall)
+        return _wait_for_holder(secret, need, lock, **options)
+    return _fetch_if_needed(secret, need, lock, **options)
 
 
-def _fetch_if_needed(secret, need, lock, *, trigger, client, recall=True) -> TokenResult:
+def _fetch_if_needed(secret, need, lock, **options) -> TokenResult:
     """Holding the lock: look again, and only then fetch; release the lock in any case."""
     try:
         found = look_again(secret, time.time(), need)
         if found:
             return found
         return fetch_and_store(
-            secret, trigger=trigger, client=client, lock=lock, recall=recall, forced=need.forced
+            secret,
+            lock=lock,
+            force_refresh=need.forces_new_token,
+            forced=need.forced,
+            **options,
         )
     finally:
         lock.release()
 
 
-def _wait_for_holder(
-    secret: Secret, need: Need, lock: Lease, *, trigger, client, recall=True
-) -> TokenResult:
+def _wait_for_holder(secret: Secret, need: Need, lock: Lease, **options) -> TokenResult:
     """
     Someone else holds the lock: poll for their result instead of queueing on the
     lock, so every waiter returns as soon as it lands (a token, or a permanent
@@ -246,7 +296,7 @@ def _wait_for_holder(
     """
     realm = secret.realm
     started = time.monotonic()
-    deadline = started + realm.timeout + LOCK_WAIT_GRACE
+    deadline = started + wait_budget(realm)
     delay = 0.005
     outcome = "timeout"
     try:
@@ -255,7 +305,7 @@ def _wait_for_holder(
             if found:
                 outcome = "token"
                 return found
-            if recall:
+            if options["recall"]:
                 # The cache's copy only: the holder writes it before letting go.
                 now = time.time()
                 remembered = permanent_errors.recall(secret, now, database=False)
@@ -278,7 +328,7 @@ def _wait_for_holder(
                 break
     finally:
         metrics.lock_waited(secret.realm_id, outcome, time.monotonic() - started)
-    return _fetch_if_needed(secret, need, lock, trigger=trigger, client=client, recall=recall)
+    return _fetch_if_needed(secret, need, lock, **options)
 
 
 def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields) -> None:
@@ -343,6 +393,8 @@ def fetch_and_store(
     client: str,
     lock: Lease,
     recall: bool = True,
+    renew_parent: bool = True,
+    force_refresh: bool = False,
     forced: bool = False,
 ) -> TokenResult:
     """
@@ -360,6 +412,19 @@ def fetch_and_store(
     (the test fetch) the upstream is called regardless, and a token forgets
     any remembered error.
 
+    `force_refresh` (a rejected token was still current: Need.forces_new_token) is
+    what the realm's `$force_refresh` argument sends, on every attempt of this fetch.
+
+    A chained realm (tokens.chains) gets its parent's token first and sends it.
+    When its upstream refuses it (Realm.rejects_parent_token: WeChat's 40001,
+    40014, 42001 and the realm's own codes), the parent is refreshed once,
+    compare-and-refresh with the token this call carried, and the call made
+    once more; refused again, that answer is the error (no loop). A refresh
+    ahead passes `renew_parent=False`: it refreshes because the parent just got
+    a new token, and must not make it get another (each would refresh the
+    children ahead again). A new token stored refreshes ahead the chained
+    tokens fetched with another one (`_refresh_children_ahead`).
+
     Each attempt is counted against the secret's daily budget before it is sent
     (tokens.quota; `forced`: a flush, a rejected token or a test fetch, which may
     not use the calls kept to keep the token alive): a refusal is 429
@@ -376,6 +441,7 @@ def fetch_and_store(
         remembered = permanent_errors.recall(secret, now)
         if remembered:
             raise remembered.error(now)
+    parent = _parent_token(secret, trigger, client) if realm.parent_id else None
     attempt = 0
     while True:
         day = None
@@ -385,7 +451,12 @@ def fetch_and_store(
                 # Counted before it is sent: concurrent callers cannot overshoot the budget.
                 day = quota.reserve(secret, forced=forced)
                 sent_at = time.time()
-                fetched = upstream.fetch(realm, secret)
+                fetched = upstream.fetch(
+                    realm,
+                    secret,
+                    force_refresh=force_refresh,
+                    parent_token=parent.token if parent else None,
+                )
             break
         except guards.Refused as refused:
             _log_attempt(
@@ -418,8 +489,12 @@ def fetch_and_store(
         except upstream.UpstreamFailure as failure:
             if failure.outcome == FetchLog.Outcome.REJECTED and day is not None:
                 quota.refund(secret, day)  # nothing was sent: the provider counted nothing
-            # First, so the requests waiting on this call see it at once.
-            remembered = permanent_errors.remember(secret, failure, time.time())
+            parent_refused = parent is not None and _refuses_parent(realm, failure)
+            # First, so the requests waiting on this call see it at once. A refused
+            # parent token is the parent's affair, never this secret's permanent error.
+            remembered = (
+                None if parent_refused else permanent_errors.remember(secret, failure, time.time())
+            )
             _log_attempt(
                 secret,
                 trigger=trigger,
@@ -431,6 +506,12 @@ def fetch_and_store(
                 duration_ms=failure.duration_ms,
             )
             guards.record_failure(realm, failure)
+            if parent_refused and renew_parent and lock.held():
+                # Once: the parent refreshed if the token this call carried is still its
+                # current one (else its current one, no call), and this call made again.
+                renew_parent = False
+                parent = _parent_token(secret, trigger, client, rejected=parent.token)
+                continue
             # Only network errors and HTTP 5xx are retried, never an answer
             # that says no (4xx, an upstream error code): see guards.is_retryable.
             # A holder that lost the lock leaves further attempts to the new holder.
@@ -445,6 +526,7 @@ def fetch_and_store(
     if not recall:
         # The operator's test fetch got a token: whatever was remembered is cured.
         permanent_errors.forget(Q(secret_id=secret.pk), [(secret.realm_id, secret.name)])
+    parent_fingerprint = fingerprint(parent.token) if parent else ""
     now = time.time()
     expires_at = sent_at + fetched.lifetime
     result = TokenResult(
@@ -459,6 +541,7 @@ def fetch_and_store(
         token=fetched.token,
         expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
         fetched_at=datetime.fromtimestamp(now, tz=UTC),
+        parent_fingerprint=parent_fingerprint,
     )
     same = _learn(stored, _held_token(secret), sent_at, fetched.lifetime)
     _log_attempt(
@@ -494,10 +577,12 @@ def fetch_and_store(
         fetched.token,
         stored.expires_at,
         stored.fetched_at,
+        parent_fingerprint,
         stored.issued_at,
         stored.same_token_left,
         stored.reissued_left,
     )
+    _refresh_children_ahead(secret, fetched.token, client)
     return result
 
 
@@ -540,6 +625,79 @@ def _learn(fresh: StoredToken, held: StoredToken | None, sent_at: float, lifetim
     return same
 
 
+def _refuses_parent(realm: Realm, failure: upstream.UpstreamFailure) -> bool:
+    """Whether a chained realm's upstream answered that the parent token it got is invalid."""
+    return failure.outcome == FetchLog.Outcome.UPSTREAM_ERROR and realm.rejects_parent_token(
+        failure.error_code
+    )
+
+
+def _parent_token(
+    secret: Secret, trigger: str, client: str, *, rejected: str | None = None
+) -> TokenResult:
+    """
+    A chained realm's parent token (tokens.chains.parent_token). When there is none
+    to be had, this secret's refresh failed without a call: one fetch-log row says
+    why (outcome rejected, error code "parent"), unless the parent's error was
+    answered from memory (nothing new happened: a herd must not write a row each).
+    """
+    try:
+        return chains.parent_token(secret, rejected=rejected, client=client)
+    except ServiceError as error:
+        if not error.context.get("parent_remembered"):
+            message = error.context.get("error_message") or error.detail
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=FetchLog.Outcome.REJECTED,
+                error_code="parent",
+                error_message=message[:500],
+            )
+            _failed(secret, FetchLog.Outcome.REJECTED, "parent", message, 1)
+        raise
+
+
+def _refresh_children_ahead(secret: Secret, token: str, client: str) -> None:
+    """
+    `secret` has a new token: the chained tokens fetched with another one are
+    refreshed ahead, in a background thread (a ticket made with an invalidated
+    token may stop working), one after the other, each through its own single
+    flight: a request or a refresher already fetching it is waited for, and its
+    result kept if it was fetched with this token. One query here, on the fetch
+    path, finds them (usually none); the refresher catches up with what a
+    process that died before it could not do.
+    """
+    try:
+        children = chains.children_behind(secret, token)
+    except DatabaseError:
+        return  # the refresher catches up
+    if children:
+        start_daemon(
+            f"refresh ahead: chained to {secret}",
+            _refresh_ahead,
+            children,
+            fingerprint(token),
+            client,
+            request_id.current(),
+        )
+
+
+def _refresh_ahead(children: list[Secret], parent: str, client: str, rid: str = "") -> None:
+    request_id.bind(rid)  # the fetch that got the parent's token: its id goes on the rows
+    for child in children:
+        try:
+            refresh(
+                child,
+                Need(parent=parent),
+                trigger=FetchLog.Trigger.CHAIN,
+                client=client,
+                renew_parent=False,
+            )
+        except ServiceError as error:
+            logger.warning("refresh ahead of %s failed: %s", child, error.code)
+
+
 def _failed(secret: Secret, outcome: str, code: str, message: str, attempts: int) -> None:
     """
     A refresh ended without a token after `attempts` failed attempts: the
@@ -575,6 +733,7 @@ def _store_token(
     token,
     expires_at,
     fetched_at,
+    parent_fingerprint="",
     issued_at=None,
     same_token_left=None,
     reissued_left=None,
@@ -601,11 +760,13 @@ def _store_token(
                     token=token,
                     expires_at=expires_at,
                     fetched_at=fetched_at,
+                    parent_fingerprint=parent_fingerprint,
                     **learnt,
                 )
         elif current.expires_at <= expires_at or current.token == token:
             current.expires_at = max(current.expires_at, expires_at)
             current.token, current.fetched_at = token, fetched_at
+            current.parent_fingerprint = parent_fingerprint
             for name, value in learnt.items():
                 setattr(current, name, value)
             current.save()

@@ -188,3 +188,57 @@ def realm_token_counts(realm: Realm, now: datetime | None = None) -> dict[TokenS
     for secret in secrets:
         counts[_state(secret, now)[0]] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class SecretChain:
+    """
+    A secret's place in a chain of realms (issue 14), as the console shows it:
+    the parent secret its token is fetched with (`parent_name` even when that
+    secret is missing), the fingerprints of the parent's current token and of the
+    one this secret's token was fetched with, and the secrets fetched with its
+    token. Fingerprints only, never a token.
+    """
+
+    parent_name: str  # "wxgzh/main"; "" when the realm is not chained
+    parent: Secret | None
+    parent_fingerprint: str | None  # of the parent's stored token
+    fetched_with: str | None  # the parent token's fingerprint this secret's token was fetched with
+    children: list[Secret]
+
+    @property
+    def behind(self) -> bool:
+        """Fetched with another parent token than the parent's current one (refreshed ahead)."""
+        return bool(self.fetched_with and self.parent_fingerprint) and (
+            self.fetched_with != self.parent_fingerprint
+        )
+
+
+def secret_chain(secret: Secret) -> SecretChain | None:
+    """The chain `secret` is in (None: none), for its console page: a few queries."""
+    children = list(
+        Secret.objects.taking_token_of(secret.realm_id, secret.name)
+        .defer(*VALUE_FIELDS, "token")
+        .order_by("realm_id", "name")
+    )
+    pair = secret.realm.parent_secret_of(secret.name)
+    if pair is None and not children:
+        return None
+    parent = None
+    parent_fingerprint = None
+    if pair is not None:
+        parent = (
+            Secret.objects.filter(realm_id=pair[0], name=pair[1])
+            .select_related("realm", "stored_token")
+            .defer(*VALUE_FIELDS, "token")
+            .first()
+        )
+        parent_fingerprint = secret_token_fingerprint(parent) if parent else None
+    stored = _stored(secret)
+    return SecretChain(
+        parent_name=f"{pair[0]}/{pair[1]}" if pair else "",
+        parent=parent,
+        parent_fingerprint=parent_fingerprint,
+        fetched_with=(stored.parent_fingerprint or None) if stored else None,
+        children=children,
+    )

@@ -110,10 +110,14 @@ class FakeUpstream:
                         }
                     )
                     route = fake._routes.get(parts.path)
+                extra_headers = {}
                 if route is None:
                     status, payload, delay = 404, {"error": "no route"}, 0
                 else:
-                    status, payload, delay = route(number) if callable(route) else route
+                    answer = route(number) if callable(route) else route
+                    status, payload, delay = answer[:3]
+                    if len(answer) > 3:  # a route function's own headers (Retry-After …)
+                        extra_headers = answer[3]
                 try:
                     # A delay ends early when the fake is closed (nobody waits for the answer).
                     if delay and fake.server.closing.wait(delay):
@@ -122,7 +126,8 @@ class FakeUpstream:
                     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
-                    for name, value in (fake.headers.get(parts.path) or {}).items():
+                    headers = {**(fake.headers.get(parts.path) or {}), **extra_headers}
+                    for name, value in headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
@@ -154,7 +159,10 @@ class FakeUpstream:
         self.headers[path] = headers or {}
 
     def reply_with(self, path, function):
-        """Answer `path` with function(call_number) → (status, payload, delay)."""
+        """
+        Answer `path` with function(call_number) → (status, payload, delay), or
+        (status, payload, delay, headers); the request is self.requests[call_number - 1].
+        """
         self._routes[path] = function
 
     def calls(self, path="/token"):

@@ -29,7 +29,16 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from realms.assertions import KeyUnreadable, sign_assertion
 from realms.models import Argument, Realm
-from realms.validators import JWT_NAME, compile_jsonpath, references_jwt, render_template
+from realms.validators import (
+    FORCE_REFRESH_NAME,
+    JWT_NAME,
+    PARENT_TOKEN_NAME,
+    boolean_reference,
+    compile_jsonpath,
+    references_jwt,
+    references_parent_token,
+    render_template,
+)
 from secret_store.models import Secret
 from tokens.models import FetchLog
 from tokenserver import netguard
@@ -102,6 +111,8 @@ class TokenRequest:
     timeout: float
     #: The JWT assertion signed for this request ($jwt), cut out of anything logged.
     assertion: str = ""
+    #: A chained realm's parent token ($parent_token), cut out of anything logged.
+    parent_token: str = ""
 
 
 # --- One deadline for the whole call -------------------------------------------------
@@ -197,10 +208,21 @@ def _session() -> requests.Session:
     return session
 
 
-def build_request(realm: Realm, secret: Secret) -> TokenRequest:
+def build_request(
+    realm: Realm,
+    secret: Secret,
+    parent_token: str | None = None,
+    *,
+    force_refresh: bool = False,
+) -> TokenRequest:
     """
-    Render the realm's arguments with the secret's values. Raises UpstreamFailure
-    (`rejected`, a secret fault) when a value cannot be sent where the realm puts it.
+    Render the realm's arguments with the secret's values (and a chained realm's
+    parent token, `$parent_token`). `force_refresh` is what `$force_refresh` stands
+    for: true only when this fetch answers a token reported rejected
+    (tokens.single_flight.Need.forces_new_token); an argument that is
+    `$force_refresh` alone goes into a JSON body as the JSON boolean. Raises
+    UpstreamFailure (`rejected`, a secret fault) when a value cannot be sent where the
+    realm puts it.
     """
     values = secret.values()
     if realm.kind == Realm.Kind.CODE:
@@ -212,10 +234,17 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
 
     params, headers, body, auth = {}, {}, {}, None
     arguments = list(realm.arguments.all())
+    values = {**values, FORCE_REFRESH_NAME: "true" if force_refresh else "false"}
+    json_body = realm.content_type == Realm.ContentType.JSON
     assertion = ""
     if any(references_jwt(argument.value) for argument in arguments):
         assertion = _assertion(realm, values)
         values = {**values, JWT_NAME: assertion}
+    if any(references_parent_token(argument.value) for argument in arguments):
+        if parent_token is None:
+            # Realm.clean and realm_upsert refuse this; a realm changed by other means.
+            _refuse("an argument sends $parent_token but the realm has no parent")
+        values = {**values, PARENT_TOKEN_NAME: parent_token}
     for argument in arguments:
         if argument.is_optional_for(values):
             continue
@@ -226,7 +255,10 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
         elif argument.place == Argument.Place.HEADER:
             headers[argument.name] = rendered
         elif argument.place == Argument.Place.BODY:
-            body[argument.name] = rendered
+            if json_body and boolean_reference(argument.value):
+                body[argument.name] = force_refresh  # a JSON boolean, not "false"
+            else:
+                body[argument.name] = rendered
         elif argument.place == Argument.Place.BASIC:
             user, _, password = rendered.partition(":")
             auth = (user, password)
@@ -240,6 +272,7 @@ def build_request(realm: Realm, secret: Secret) -> TokenRequest:
         auth,
         realm.timeout,
         assertion,
+        parent_token or "",
     )
 
 
@@ -390,12 +423,16 @@ def token_fault(token: str) -> str | None:
 
 def _sent_forms(secret: Secret, request: "TokenRequest | None") -> list[str]:
     """
-    Every form in which the request carried a secret value, longest first: as is,
-    percent-encoded (`quote`, `quote_plus`), JSON-escaped, and the Basic credentials'
-    base64. Some upstreams echo what they got, in any of these.
+    Every form in which the request carried a secret value (or a chained realm's
+    parent token), longest first: as is, percent-encoded (`quote`, `quote_plus`),
+    JSON-escaped, and the Basic credentials' base64. Some upstreams echo what they
+    got, in any of these.
     """
     forms = set()
-    for value in secret.values().values():
+    values = list(secret.values().values())
+    if request is not None and request.parent_token:
+        values.append(request.parent_token)
+    for value in values:
         if not value or len(value) < 4:
             continue
         forms.update(
@@ -620,12 +657,20 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def fetch(realm: Realm, secret: Secret) -> Fetched:
+def fetch(
+    realm: Realm,
+    secret: Secret,
+    *,
+    force_refresh: bool = False,
+    parent_token: str | None = None,
+) -> Fetched:
     """
-    Ask the upstream for a token for `secret`. Raises UpstreamFailure with an
-    outcome of upstream_error, invalid_response, timeout or unreachable.
+    Ask the upstream for a token for `secret` (a chained realm's with its parent's
+    token; `$force_refresh` true when `force_refresh`: see build_request). Raises
+    UpstreamFailure with an outcome of upstream_error, invalid_response, timeout or
+    unreachable.
     """
-    request = build_request(realm, secret)
+    request = build_request(realm, secret, parent_token, force_refresh=force_refresh)
     reader = _Reader(realm, secret, request)
     host = urlsplit(request.url).hostname or "upstream"
     sent_at = time.time()

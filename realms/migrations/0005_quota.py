@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realms', '0003_permanent_errors'),
+        ('realms', '0004_chain'),
     ]
 
     operations = [

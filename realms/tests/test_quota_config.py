@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from realms.models import Realm
+from realms.presets import presets, realm_from_preset
 from realms.tests.test_url_checks import _realm_form
 
 pytestmark = pytest.mark.django_db
@@ -133,6 +134,38 @@ def test_the_console_refuses_a_bad_day_boundary_on_the_field(console):
     html = page.content.decode()
     assert "is not a day boundary" in html[html.index("field-budget_day_starts") :]
     assert not Realm.objects.filter(pk="wx").exists()
+
+
+# --- Presets ------------------------------------------------------------------------------
+
+
+def test_a_preset_gives_its_realm_the_providers_quota_and_reissue_window():
+    # The catalogue's metadata (docs/presets.md) becomes the realm's settings.
+    wechat = realm_from_preset("wechat_official_account", "wx")
+    feishu = realm_from_preset("feishu_tenant", "fs")
+    wecom = realm_from_preset("wecom", "wc")
+
+    assert (wechat.daily_budget, wechat.budget_day_starts, wechat.reissue_window) == (
+        2000,
+        "+08:00",
+        None,
+    )
+    assert (feishu.daily_budget, feishu.reissue_window) == (None, 1800)
+    assert wecom.reissue_window == presets()["wecom"]["reissue_window"] == 0
+
+
+def test_every_preset_loads_with_its_quota_and_window():
+    for name, preset in presets().items():
+        realm_id = name.replace("_", "-")[:50]
+        parent = None
+        if preset["realm"].get("config", {}).get("parent"):
+            parent = preset["realm"]["config"]["parent"]
+            if not Realm.objects.filter(pk=parent).exists():
+                realm_from_preset(parent)
+        realm = realm_from_preset(name, realm_id, parent=parent)
+        quota = preset["quota"] or {}
+        assert realm.daily_budget == quota.get("daily_calls"), name
+        assert realm.reissue_window == preset["reissue_window"], name
 
 
 # --- The provider's day ---------------------------------------------------------------

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('secrets', '0003_secret_values_sendable'),
-        ('tokens', '0006_remembered_error'),
+        ('tokens', '0007_chain'),
     ]
 
     operations = [

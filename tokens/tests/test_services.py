@@ -330,9 +330,9 @@ def test_upstream_call_runs_outside_any_transaction(upstream, wechat_secret, mon
     seen = []
     real_fetch = upstream_module.fetch
 
-    def spy(realm, secret):
+    def spy(realm, secret, **options):
         seen.append(connection.in_atomic_block)
-        return real_fetch(realm, secret)
+        return real_fetch(realm, secret, **options)
 
     monkeypatch.setattr(upstream_module, "fetch", spy)
     upstream.reply("/cgi-bin/token", {"access_token": "ACCESS", "expires_in": 7200})

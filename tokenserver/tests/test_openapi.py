@@ -165,7 +165,16 @@ def test_the_docs_page_works_offline_under_the_production_server(tmp_path):
 
 #: What drf-spectacular's generator brings along: ~2.3 MiB a worker never needs
 #: unless it serves the schema (issue 10: RSS ≤ 80 MiB per worker).
-SCHEMA_MACHINERY = ("drf_spectacular.plumbing", "rest_framework.test", "django.test", "unittest")
+SCHEMA_MACHINERY = (
+    "drf_spectacular.plumbing",
+    "rest_framework.test",
+    "django.test",
+    "unittest",
+    # rest_framework.compat probes for these when installed (tokenserver.lean_imports);
+    # only drf-spectacular needs them, for the schema.
+    "yaml",
+    "uritemplate",
+)
 
 # Run in a fresh interpreter, as a production worker starts: the WSGI entry point, the
 # URLconf, a token request (the hot path), then the schema and the docs. Prints what
@@ -207,6 +216,8 @@ schema = get("/api/schema/", "format=json")
 report["schema"] = [schema[0], sorted(json.loads(schema[1])["paths"])]
 report["docs"] = get("/api/docs/")[0]
 report["after_schema"] = loaded()
+# Syntax highlighting for DRF's browsable API, which a worker does not serve.
+report["pygments"] = "pygments" in sys.modules
 print(json.dumps(report))
 """
 
@@ -218,7 +229,8 @@ def test_a_worker_loads_the_schema_machinery_only_when_the_schema_is_asked_for(
     # Issue 10 / issue 13: drf-spectacular's views and @extend_schema annotations imported
     # its generator (and with it rest_framework.test, django.test, unittest) into every
     # worker at start: RSS over the 80 MiB target. Now the schema routes import their
-    # views on first request and the descriptions load with the generator.
+    # views on first request and the descriptions load with the generator. Later: DRF's
+    # compat module imported PyYAML, uritemplate and Pygments into every worker (~2 MiB).
     upstream.reply("/cgi-bin/token", {"access_token": "WX-TOKEN", "expires_in": 7200})
     client, _ = client_create("probe", scopes=["token:read"], allow=["wxgzh/*"])
     token, _ = access_token_issue(client.client_id, client.scopes, allow=client.allow)
@@ -243,6 +255,7 @@ def test_a_worker_loads_the_schema_machinery_only_when_the_schema_is_asked_for(
     assert report["schema"][0] == 200 and "/api/token" in report["schema"][1]
     assert report["docs"] == 200
     assert report["after_schema"] == sorted(SCHEMA_MACHINERY)
+    assert report["pygments"] is False
 
 
 # --- The landing page -----------------------------------------------------------------

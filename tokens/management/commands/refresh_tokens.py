@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from clients.access_tokens import revocations_prune
 from tokens import quota
-from tokens.background import tokens_refresh_due
+from tokens.background import tokens_refresh_due, wait_for_background_refreshes
 from tokens.notifications import (
     notifications_prune,
     notifications_resume,
@@ -22,7 +22,9 @@ class Command(BaseCommand):
         "normally never wait on an upstream; also drops revocations of access tokens that "
         "have all expired, sends failure notifications left pending (by a process that "
         "stopped, or waiting for a retry) and deletes the daily-budget counts of days long "
-        "gone. Logs one line per run."
+        "gone. Chained realms (tickets fetched with an access token) come after their "
+        "parents, and are refreshed as well when their parent's token changed. Logs one "
+        "line per run."
     )
 
     def add_arguments(self, parser):
@@ -57,6 +59,8 @@ class Command(BaseCommand):
                 notifications_resume()
             else:
                 notifications_send_due()
+                # Chained tokens refreshed ahead by this pass's refreshes: done before exit.
+                wait_for_background_refreshes(timeout=60)
             notifications_prune()
             quota.prune()  # the database counter's rows of days long gone
             logger.info(
