@@ -75,9 +75,15 @@ class StoredToken(models.Model):
     def remaining(self, now=None) -> timedelta:
         return self.expires_at - (now or timezone.now())
 
+    def issued(self):
+        """When the provider issued this token: `issued_at`, never later than `fetched_at`."""
+        if self.issued_at is None:
+            return self.fetched_at
+        return min(self.issued_at, self.fetched_at)
+
     def lifetime(self) -> float:
         """Seconds from when the provider issued this token to its expiry."""
-        return (self.expires_at - (self.issued_at or self.fetched_at)).total_seconds()
+        return (self.expires_at - self.issued()).total_seconds()
 
     def reissue_limit(self, configured: float | None = None) -> float | None:
         """

@@ -610,7 +610,7 @@ def _learn(fresh: StoredToken, held: StoredToken | None, sent_at: float, lifetim
     seen_same, seen_new = held.same_token_left, held.reissued_left
     same = hmac.compare_digest(held.token.encode(), fresh.token.encode())
     if same:
-        fresh.issued_at = held.issued_at or held.fetched_at
+        fresh.issued_at = held.issued()
         left = max(0, int(lifetime))
         seen_same = left if seen_same is None else min(seen_same, left)
         if seen_new is not None and seen_new >= seen_same:
