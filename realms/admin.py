@@ -140,7 +140,7 @@ class RealmAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Refresh", {"fields": ("refresh_margin", "min_flush_interval")}),
+        ("Refresh", {"fields": ("refresh_margin", "reissue_window", "min_flush_interval")}),
         (
             "Protecting the upstream",
             {
@@ -153,6 +153,16 @@ class RealmAdmin(admin.ModelAdmin):
                     "breaker_threshold",
                     "breaker_cooldown",
                 )
+            },
+        ),
+        (
+            "Daily quota",
+            {
+                "fields": ("daily_budget", "budget_alert_percent", "budget_day_starts"),
+                "description": "Upstream calls each secret may make per provider day, counted "
+                "across every worker and host. At the budget, flushes and rejected-token "
+                "reports get 429 quota_exhausted until the day turns, a valid token is still "
+                "served, and the refresher keeps what it needs to keep tokens alive.",
             },
         ),
         ("History", {"fields": ("created_at", "updated_at")}),

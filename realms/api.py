@@ -52,6 +52,12 @@ class RealmConfigSerializer(serializers.Serializer):
     timeout = serializers.FloatField(required=False)
     max_concurrency = serializers.IntegerField(required=False)
     refresh_margin = serializers.IntegerField(required=False)
+    reissue_window = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Seconds before expiry from which the provider issues a new token "
+        "(Feishu: 1800; 0: only once it expired); null: learnt from its answers.",
+    )
     default_ttl = serializers.IntegerField(required=False)
     min_flush_interval = serializers.IntegerField(required=False)
     max_retries = serializers.IntegerField(required=False)
@@ -60,6 +66,20 @@ class RealmConfigSerializer(serializers.Serializer):
     permanent_error_ttl = serializers.IntegerField(required=False)
     breaker_threshold = serializers.IntegerField(required=False)
     breaker_cooldown = serializers.IntegerField(required=False)
+    daily_budget = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Upstream calls per secret and provider day (WeChat: 2000); null: no budget.",
+    )
+    budget_alert_percent = serializers.IntegerField(
+        required=False, help_text="Warn past this share of the budget (1-100, default 80)."
+    )
+    budget_day_starts = serializers.CharField(
+        max_length=64,
+        required=False,
+        help_text="Where the provider's day starts at midnight: UTC (default), a UTC offset "
+        "such as +08:00 (WeChat) or a time zone such as Asia/Shanghai.",
+    )
     # Checked by the model (realms.validators.validate_jwt_config), the one validation.
     jwt = serializers.JSONField(
         required=False,

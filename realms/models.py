@@ -1,19 +1,46 @@
+import math
 import string
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from realms.validators import (
+    day_start_zone,
     references_jwt,
     references_parent_token,
     validate_code_list,
+    validate_day_start,
     validate_http_url,
     validate_jsonpath,
     validate_jwt_config,
     validate_success_conditions,
     validate_template,
 )
+
+#: Of a provider's re-issue window, the part a refresh is scheduled in: a little
+#: inside it, so a clock that runs behind the provider's still asks late enough.
+REISSUE_SAFETY = 0.9
+
+
+def reissue_limit_of(reissue_window: int | None) -> float | None:
+    """How close to expiry a refresh must come, given a provider's re-issue window (s)."""
+    return None if reissue_window is None else REISSUE_SAFETY * reissue_window
+
+
+@dataclass(frozen=True)
+class ProviderDay:
+    """One day of a provider's daily quota: its date there, and when it starts and ends."""
+
+    date: date
+    starts_at: float  # epoch seconds
+    ends_at: float
+
+    def seconds_left(self, now: float) -> float:
+        return max(0.0, self.ends_at - now)
+
 
 #: Upstream error codes that say the token a chained realm's call carried was refused:
 #: WeChat's and WeCom's 40001 (invalid credential, access_token invalid or not latest),
@@ -177,6 +204,37 @@ class Realm(models.Model):
         help_text="Seconds before expiry at which a token is refreshed. Keep it under "
         "30 minutes for Feishu, which hands back the same token until then.",
     )
+    reissue_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds before expiry from which the provider issues a new token; before "
+        "that it hands back the one it issued (Feishu, Lark: 1800; 0: the same token until it "
+        "expires, as WeCom and DingTalk do). Refreshes are then scheduled inside it (90 % of "
+        "it at most), whatever the margin. Blank: learnt from the answers (a same-token "
+        "answer makes the next refresh wait).",
+    )
+    daily_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Upstream calls each secret may make per provider day (WeChat: 2000 token "
+        "fetches a day per app). At the budget, flushes and rejected-token reports are "
+        "refused (429 quota_exhausted) until the day turns; calls the refresher needs to "
+        "keep the token alive until then are kept in reserve. Blank: no budget.",
+    )
+    budget_alert_percent = models.PositiveSmallIntegerField(
+        default=80,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Share of the daily budget past which the console warns, a line is logged "
+        "and a notification is sent (once per secret and day).",
+    )
+    budget_day_starts = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_day_start],
+        help_text="Where the provider's day starts at midnight: UTC, a UTC offset such as "
+        "+08:00 (WeChat) or a time zone such as Asia/Shanghai.",
+    )
     default_ttl = models.PositiveIntegerField(
         default=7200,
         validators=[MinValueValidator(1)],
@@ -227,6 +285,27 @@ class Realm(models.Model):
 
     def __str__(self):
         return self.id
+
+    def provider_day(self, now: float) -> ProviderDay:
+        """
+        The provider's day that `now` (epoch seconds) falls in: from midnight to
+        midnight where `budget_day_starts` says (a zone's day may last 23 or 25 hours).
+        """
+        zone = day_start_zone(self.budget_day_starts)
+        local = datetime.fromtimestamp(now, zone)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + timedelta(days=1)  # wall-clock arithmetic: the next midnight there
+        return ProviderDay(start.date(), start.timestamp(), end.timestamp())
+
+    def budget_alert_calls(self) -> int | None:
+        """How many calls of a day cross the alert threshold (None: no budget)."""
+        if self.daily_budget is None:
+            return None
+        return max(1, math.ceil(self.daily_budget * self.budget_alert_percent / 100))
+
+    def reissue_limit(self) -> float | None:
+        """How close to expiry a refresh may come when the provider re-issues late (s)."""
+        return reissue_limit_of(self.reissue_window)
 
     def parent_secret_of(self, name: str) -> tuple[str, str] | None:
         """The parent secret (realm, key) of this realm's secret `name`; None: not chained."""

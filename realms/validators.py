@@ -4,7 +4,11 @@ serializers (which call full_clean()), so both reject the same input with the
 same message.
 """
 
+import re
 import string
+from datetime import UTC, timedelta, timezone, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -202,3 +206,47 @@ def validate_code_list(codes) -> None:
         raise ValidationError(
             "Give a list of error codes, e.g. [45009, 45011].", code="invalid_codes"
         )
+
+
+# --- The provider's day (daily budgets) -------------------------------------------------
+
+#: A UTC offset as the day boundary: +08:00 (WeChat's day starts at midnight in China).
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+
+
+@lru_cache(maxsize=64)
+def day_start_zone(value: str) -> tzinfo:
+    """
+    The time zone whose midnight starts a provider's day (a realm's
+    `budget_day_starts`): `UTC`, a UTC offset (`+08:00`, `-05:30`) or an IANA
+    zone (`Asia/Shanghai`, read from the system's time-zone data, no network).
+    Raises ValueError for anything else.
+    """
+    if value in ("UTC", "Z", "+00:00", "-00:00"):
+        return UTC
+    match = _OFFSET.match(value)
+    if match:
+        sign, hours, minutes = match.groups()
+        if int(hours) > 14 or int(minutes) >= 60:
+            raise ValueError(f"{value} is not a UTC offset (at most ±14:00)")
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        return timezone(-offset if sign == "-" else offset)
+    if not value or value.startswith(("/", ".")) or ".." in value:
+        raise ValueError(f"{value!r} is not a time zone")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not a time zone known here") from None
+
+
+def validate_day_start(value: str) -> None:
+    """A realm's `budget_day_starts` (see day_start_zone)."""
+    try:
+        day_start_zone(value)
+    except ValueError:
+        raise ValidationError(
+            "%(value)r is not a day boundary: give UTC, a UTC offset such as +08:00 "
+            "(WeChat: midnight in China) or a time zone such as Asia/Shanghai.",
+            code="invalid_day_start",
+            params={"value": value},
+        ) from None

@@ -17,8 +17,9 @@ from realms.models import Realm
 from secret_store.admin import SecretAdmin
 from secret_store.models import Secret
 from secret_store.services import secret_set_enabled
-from tokens import permanent_errors
+from tokens import permanent_errors, quota
 from tokens.models import FetchLog, Notification, RefreshHealth, StoredToken, TokenState
+from tokens.reissue import realm_reissue_warning, reissue_summary
 from tokens.services import token_clear, token_test_fetch
 from tokens.states import (
     RECENT_FETCHES,
@@ -94,7 +95,15 @@ class SecretTokenAdmin(SecretAdmin):
     """
 
     change_form_template = "admin/tokens/secret/change_form.html"
-    list_display = ("name", "realm", "token_state", "refresh", "last_fetch", "enabled")
+    list_display = (
+        "name",
+        "realm",
+        "token_state",
+        "refresh",
+        "last_fetch",
+        "calls_today",
+        "enabled",
+    )
     list_filter = ("realm", TokenStateFilter, RefreshFilter, LastOutcomeFilter, "enabled")
     # Named, so the changelist does not select_related() everything instead.
     list_select_related = ("realm", "stored_token", "refresh_health")
@@ -104,12 +113,33 @@ class SecretTokenAdmin(SecretAdmin):
         "token_expires",
         "token_fingerprint",
         "refresh_detail",
+        "quota_detail",
         "recent_fetches",
     )
 
     def get_queryset(self, request):
         # One query for the whole page: the realm, the stored token and the last fetch.
         return secrets_with_token_facts(super().get_queryset(request))
+
+    def get_changelist_instance(self, request):
+        # The calls of today of the whole page in one Redis round trip (or query),
+        # not one per row: the rows are read here once, and keep their usage.
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)
+        usages = quota.usage_many(rows)
+        for row in rows:
+            row.usage_today = usages[row.pk]
+        return changelist
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Past the alert threshold: a warning above the page (issue 14).
+        if request.method == "GET":
+            secret = self.get_object(request, object_id)
+            if secret is not None and secret.realm.daily_budget is not None:
+                usage = quota.usage(secret)
+                if usage.past_alert:
+                    self.message_user(request, _quota_text(usage), messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_readonly_fields(self, request, obj=None):
         return (*super().get_readonly_fields(request, obj), *self.token_fields, "chain")
@@ -124,7 +154,8 @@ class SecretTokenAdmin(SecretAdmin):
         return (
             *fieldsets,
             ("Token (read-only)", {"fields": token}),
-            ("Recent fetches", {"fields": self.token_fields[4:]}),
+            ("Daily quota", {"fields": self.token_fields[4:5]}),
+            ("Recent fetches", {"fields": self.token_fields[5:]}),
         )
 
     # --- Columns and read-only fields -----------------------------------------
@@ -157,6 +188,17 @@ class SecretTokenAdmin(SecretAdmin):
             return text
         recovered = _local(health.changed_at)
         return f"ok since {recovered} (the last failure: {health.error_text() or '-'})"
+
+    @admin.display(description="calls today / budget")
+    def calls_today(self, obj):
+        usage = getattr(obj, "usage_today", None) or quota.usage(obj)
+        return "-" if obj.realm.kind == Realm.Kind.FIXED else usage.label()
+
+    @admin.display(description="calls today")
+    def quota_detail(self, obj):
+        if obj.realm.kind == Realm.Kind.FIXED:
+            return "A fixed token: no upstream calls."
+        return _quota_text(quota.usage(obj))
 
     @admin.display(description="last fetch", ordering="last_fetch_at")
     def last_fetch(self, obj):
@@ -334,18 +376,54 @@ class SecretTokenAdmin(SecretAdmin):
         return redirect(reverse("admin:secrets_secret_change", args=[secret.pk]))
 
 
+def _quota_text(usage: quota.Usage) -> str:
+    """A secret's calls of today as the console says them, with the day's end."""
+    turns = _local(datetime.fromtimestamp(usage.day.ends_at, tz=UTC))
+    if usage.calls is None:
+        return f"Not known now (Redis unreachable); the provider's day turns at {turns}."
+    calls = f"{usage.calls} upstream call{'' if usage.calls == 1 else 's'} today"
+    if usage.budget is None:
+        return f"{calls} (no daily budget); the provider's day turns at {turns}."
+    text = f"{calls} of a daily budget of {usage.budget}"
+    if usage.exhausted:
+        text += ": used up. Flushes and rejected tokens get 429 quota_exhausted, no new token "
+        text += "is fetched"
+    elif usage.past_alert:
+        text += f": past the alert threshold ({usage.alert_at} calls)"
+    return f"{text}; the provider's day turns at {turns}."
+
+
 @admin.register(Realm)
 class RealmTokenAdmin(RealmAdmin):
-    """The realm pages, with how the tokens of the realm's secrets stand."""
+    """
+    The realm pages, with how the tokens of the realm's secrets stand, and a
+    warning when its refresh margin is wider than what its provider's answers
+    show its re-issue window to be (issue 14, same-token answers).
+    """
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "token_counts")
+        return (*super().get_readonly_fields(request, obj), "token_counts", "reissue_seen")
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
-        return (*fieldsets, ("Secrets and their tokens", {"fields": ("token_counts",)}))
+        return (
+            *fieldsets,
+            ("Secrets and their tokens", {"fields": ("token_counts", "reissue_seen")}),
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            realm = self.get_object(request, object_id)
+            warning = realm_reissue_warning(realm) if realm is not None else None
+            if warning:
+                self.message_user(request, warning, messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="same-token answers")
+    def reissue_seen(self, obj):
+        return realm_reissue_warning(obj) or reissue_summary(obj)
 
     @admin.display(description="secrets")
     def token_counts(self, obj):
@@ -437,6 +515,7 @@ EXPORT_COLUMNS = (
     "lifetime",
     "client",
     "request_id",
+    "same_token",
 )
 
 
@@ -457,9 +536,10 @@ class FetchLogAdmin(ReadOnlyAdmin):
         "error_code",
         "duration_ms",
         "lifetime",
+        "same_token",
         "client",
     )
-    list_filter = ("outcome", "trigger", "realm", "client")
+    list_filter = ("outcome", "trigger", "same_token", "realm", "client")
     # A request id from an error body or a log line finds its rows (issue 13).
     search_fields = ("realm", "key", "error_code", "error_message", "client", "request_id")
     date_hierarchy = "created_at"

@@ -15,6 +15,7 @@ from clients.authentication import ClientUser
 from clients.scopes import LOG_READ, REALM_WRITE, TOKEN_FLUSH, TOKEN_READ
 from clients.throttles import ClientTokenRateThrottle
 from secret_store.api import SecretDetailView, SecretListView, secret_to_dict
+from tokens import quota
 from tokens.models import FetchLog
 from tokens.services import token_get, token_test_fetch
 from tokens.states import secret_token_state, secrets_with_token_facts
@@ -130,6 +131,12 @@ class FetchLogQuerySerializer(PageQuerySerializer):
     key = serializers.CharField(required=False, max_length=100)
     outcome = serializers.ChoiceField(choices=FetchLog.Outcome.choices, required=False)
     trigger = serializers.ChoiceField(choices=FetchLog.Trigger.choices, required=False)
+    same_token = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: only answers that handed back the token already held; false: the others.",
+    )
 
 
 def fetchlog_to_dict(log: FetchLog) -> dict:
@@ -145,6 +152,7 @@ def fetchlog_to_dict(log: FetchLog) -> dict:
         "lifetime": log.lifetime,
         "client": log.client,
         "request_id": log.request_id,
+        "same_token": log.same_token,
         "created_at": log.created_at,
     }
 
@@ -160,6 +168,8 @@ class FetchLogView(ScopedAPIView):
         for name in ("realm", "key", "outcome", "trigger"):
             if params.get(name):
                 logs = logs.filter(**{name: params[name]})
+        if params.get("same_token") is not None:
+            logs = logs.filter(same_token=params["same_token"])
         return paginated(logs, params, fetchlog_to_dict)
 
 
@@ -182,4 +192,7 @@ class SecretTokenListView(SecretTokenViewMixin, SecretListView):
 
 
 class SecretTokenDetailView(SecretTokenViewMixin, SecretDetailView):
-    pass
+    """One secret, with its upstream calls of today against its daily budget (`quota`)."""
+
+    def represent(self, secret) -> dict:
+        return {**super().represent(secret), "quota": quota.usage(secret).as_dict()}

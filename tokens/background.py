@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import connections
 
 from realms.models import Realm
-from tokens import chains
+from tokens import chains, quota
 from tokens.models import FetchLog, StoredToken
 from tokens.single_flight import (
     Need,
@@ -74,6 +74,7 @@ def _background_refresh(realm_id, key, lock, client, rid="") -> None:
     try:
         secret = load_secret(realm_id, key)
         if secret.realm.kind != Realm.Kind.FIXED and not look_again(secret, time.time(), Need()):
+            quota.check(secret, forced=False)  # a budget used up: no lock held in vain
             fetch_and_store(secret, trigger=FetchLog.Trigger.REQUEST, client=client, lock=lock)
     except ServiceError as error:
         flag_set(_backoff_flag(realm_id, key), True, REVALIDATE_BACKOFF)
@@ -121,6 +122,13 @@ def tokens_refresh_due(*, lookahead: float, workers: int = 4) -> RefreshReport:
     parent's refresh in the wave above, or one whose refresh ahead a process did
     not live to do); it is refreshed only if still so (`Need.parent`), so the
     refresh ahead that the parent's refresh started and this wave share one call.
+
+    A token whose provider hands back the same token until late in its life
+    (StoredToken.reissue_limit: issue 14, same-token answers) is refreshed at its
+    due time, not `lookahead` ahead of it: early, the provider would hand it back
+    again. Unless its window is too short for that (under two lookaheads): a pass
+    late then could let it expire; but a provider that re-issues only once the
+    token expired (a window of 0) is asked then, not before.
     """
     report = RefreshReport()
     rows = (
@@ -172,6 +180,20 @@ def _due_in_wave(rows, lookahead: float, *, chained: bool) -> list[tuple]:
         secret, realm = stored.secret, stored.secret.realm
         parent = parents.get(realm.parent_secret_of(secret.name)) if chained else None
         behind = parent is not None and stored.parent_fingerprint != parent
-        if behind or now + lookahead >= stored.refresh_at(realm.refresh_margin).timestamp():
-            due.append((secret, Need(lookahead=lookahead, parent=parent)))
+        reissue = realm.reissue_limit()
+        ahead = _lookahead(stored.reissue_limit(reissue), lookahead)
+        if behind or now + ahead >= stored.refresh_at(realm.refresh_margin, reissue).timestamp():
+            due.append((secret, Need(lookahead=ahead, parent=parent)))
     return due
+
+
+def _lookahead(limit: float | None, lookahead: float) -> float:
+    """
+    How far ahead of its due time the refresher refreshes a token: `lookahead`,
+    but not at all when its provider re-issues late (`limit`: the provider would
+    hand the token back) and there is room to be a pass late (at least two
+    lookaheads), or re-issues only once it expired (0).
+    """
+    if limit is not None and (limit >= 2 * lookahead or limit == 0):
+        return 0.0
+    return lookahead

@@ -2,12 +2,15 @@
 Metrics that are facts in the database or the cache, computed when /metrics
 is scraped (by the worker that answers) rather than counted: the token states
 (how many tokens are inside their refresh margin, expired, never fetched),
-the refresher's lag, and each realm's breaker and backoff. tokens.apps
+the refresher's lag, each realm's breaker and backoff, and how much of their
+daily budget the secrets of budgeted realms used today (issue 14). tokens.apps
 registers `TokenFacts` with tokenserver.metrics.register_collector.
 
 A scrape costs four queries and one cache round trip, whatever the number of
 secrets, plus one row read per token inside its margin or past it (the lag
-needs each one's own refresh time); no token column is read.
+needs each one's own refresh time); no token column is read. The budgets add
+one query (the budgeted realms) and, when there are any, one more query or one
+query and one Redis round trip.
 
 Secrets whose refresh is failing (tokenserver_secrets_failing) come from the
 failure notifications' state (tokens.refresh_health): the console and the
@@ -24,8 +27,8 @@ from django.db.models import Q
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from realms.models import Realm
-from tokens import guards
+from realms.models import Realm, reissue_limit_of
+from tokens import guards, quota
 from tokens.dashboard import token_state_counts
 from tokens.models import StoredToken
 from tokens.refresh_health import failing_secrets_per_realm
@@ -51,12 +54,29 @@ def refresher_lag(now, margins) -> float:
     rows = (
         StoredToken.objects.filter(window, secret__enabled=True)
         .exclude(secret__realm__kind=Realm.Kind.FIXED)
-        .values_list("secret_id", "expires_at", "fetched_at", "secret__realm__refresh_margin")
+        .values_list(
+            "secret_id",
+            "expires_at",
+            "fetched_at",
+            "issued_at",
+            "same_token_left",
+            "reissued_left",
+            "secret__realm__refresh_margin",
+            "secret__realm__reissue_window",
+        )
     )
     lag = 0.0
-    for secret_id, expires_at, fetched_at, margin in rows:
-        due = StoredToken(secret_id=secret_id, expires_at=expires_at, fetched_at=fetched_at)
-        lag = max(lag, (now - due.refresh_at(margin)).total_seconds())
+    for secret_id, expires_at, fetched_at, issued_at, same, new, margin, window in rows:
+        due = StoredToken(
+            secret_id=secret_id,
+            expires_at=expires_at,
+            fetched_at=fetched_at,
+            issued_at=issued_at,
+            same_token_left=same,
+            reissued_left=new,
+        )
+        reissue = reissue_limit_of(window)
+        lag = max(lag, (now - due.refresh_at(margin, reissue)).total_seconds())
     return lag
 
 
@@ -117,6 +137,40 @@ class TokenFacts:
         yield secrets_failing
 
         yield from self.guards(realms)
+        yield from self.quota()
+
+    @staticmethod
+    def quota():
+        """
+        Each budgeted realm's most used secret and how many are past the alert
+        threshold (issue 14), today; left out while the counts cannot be read.
+        """
+        try:
+            budgeted = list(
+                Realm.objects.filter(daily_budget__isnull=False).exclude(kind=Realm.Kind.FIXED)
+            )
+            usages = quota.budget_usages(realms=budgeted)
+        except DatabaseError:
+            return
+        if usages is None:
+            return
+        used = GaugeMetricFamily(
+            "tokenserver_quota_used_ratio",
+            "The largest share of its daily budget of upstream calls a secret of the realm has "
+            "used in the provider's current day (0-1; 1: used up).",
+            labels=["realm"],
+        )
+        past = GaugeMetricFamily(
+            "tokenserver_quota_secrets_past_alert",
+            "Enabled secrets of the realm past their daily budget's alert threshold today.",
+            labels=["realm"],
+        )
+        for realm_id in (realm.id for realm in budgeted):
+            mine = [item for item in usages if item.realm_id == realm_id]
+            used.add_metric([realm_id], max((item.share for item in mine), default=0.0))
+            past.add_metric([realm_id], sum(1 for item in mine if item.usage.past_alert))
+        yield used
+        yield past
 
     @staticmethod
     def guards(realms):

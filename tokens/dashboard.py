@@ -38,8 +38,9 @@ from django.db.models.lookups import LessThanOrEqual
 
 from realms.models import Realm
 from secret_store.models import Secret
-from tokens import guards
+from tokens import guards, quota
 from tokens.models import FetchLog, RefreshHealth, StoredToken
+from tokens.reissue import ReissueWarning, realms_with_reissue_seen, reissue_warnings
 
 #: How far back the fetch counts and the chart look.
 WINDOW = timedelta(hours=24)
@@ -105,6 +106,11 @@ class Attention:
     expiring: Bounded  # dicts: secret_id, realm, key, expires_at
     guarded: list[guards.GuardState] | None  # None: the cache is down
     never_fetched: Bounded  # dicts: id, realm, key, created_at
+    #: Secrets past their daily budget's alert threshold (issue 14), most used first;
+    #: None: the counts cannot be read (Redis unreachable).
+    quota: Bounded | None = None  # quota.SecretUsage
+    #: Realms whose refresh margin is wider than their provider re-issues (issue 14).
+    reissue: list[ReissueWarning] = ()
 
 
 def _fetching_secrets():
@@ -244,7 +250,9 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
     """
     The lists under "needs attention", each bounded by `limit` with its total
     (newest failures first, soonest expiries first): four queries and one
-    cache round trip, five when something is failing. A failing secret's row
+    cache round trip, five when something is failing; and two or three more for
+    the secrets past their quota's alert threshold and the realms whose refresh
+    margin is wider than their provider re-issues (issue 14). A failing secret's row
     also says since when its refreshes fail and how many attempts failed
     (tokens.refresh_health, the state the notifications tell), when known.
 
@@ -334,10 +342,18 @@ def needs_attention(now: datetime, limit: int = ATTENTION_LIMIT) -> Attention:
     )
     for row in never_fetched.rows:
         row["realm"] = row.pop("realm_id")
-    realm_ids = Realm.objects.order_by("id").values_list("id", flat=True)
+    # Every realm once: the guards, the re-issue warnings, the budgets.
+    realms = list(realms_with_reissue_seen())
+    usages = quota.budget_usages(now.timestamp(), realms)
+    past_alert = None
+    if usages is not None:
+        past = [item for item in usages if item.usage.past_alert]
+        past_alert = Bounded(past[:limit], len(past))
     return Attention(
         failing=failing,
         expiring=expiring,
-        guarded=guards.guard_states(list(realm_ids), now.timestamp()),
+        guarded=guards.guard_states([realm.id for realm in realms], now.timestamp()),
         never_fetched=never_fetched,
+        quota=past_alert,
+        reissue=reissue_warnings(realms),
     )

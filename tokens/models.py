@@ -47,6 +47,17 @@ class StoredToken(models.Model):
     token = EncryptedTextField()
     expires_at = models.DateTimeField()
     fetched_at = models.DateTimeField()
+    #: When the provider issued this token, as far as tokenserver saw: the fetch that
+    #: first brought it (an answer that hands back the same token keeps it). Null on rows
+    #: stored before issue 14: fetched_at.
+    issued_at = models.DateTimeField(null=True, blank=True)
+    #: What this secret's answers showed of a provider that hands back the token it
+    #: holds until late in its life (issue 14, "Same-token answers"), carried from
+    #: token to token: the least lifetime left at which the same token came back (its
+    #: re-issue window is below that), and the most a token had left when a new one
+    #: replaced it (refreshing within that gets a new one). Null: never seen.
+    same_token_left = models.PositiveIntegerField(null=True, blank=True)
+    reissued_left = models.PositiveIntegerField(null=True, blank=True)
     parent_fingerprint = models.CharField(
         max_length=8,
         blank=True,
@@ -64,27 +75,62 @@ class StoredToken(models.Model):
     def remaining(self, now=None) -> timedelta:
         return self.expires_at - (now or timezone.now())
 
-    def effective_margin(self, margin: float) -> float:
+    def issued(self):
+        """When the provider issued this token: `issued_at`, never later than `fetched_at`."""
+        if self.issued_at is None:
+            return self.fetched_at
+        return min(self.issued_at, self.fetched_at)
+
+    def lifetime(self) -> float:
+        """Seconds from when the provider issued this token to its expiry."""
+        return (self.expires_at - self.issued()).total_seconds()
+
+    def reissue_limit(self, configured: float | None = None) -> float | None:
+        """
+        How close to expiry a refresh must come for the provider to issue a new
+        token, in seconds; None when nothing says it re-issues late. `configured`
+        is the realm's (Realm.reissue_limit: 90 % of its reissue_window), trusted
+        unless an answer contradicted it (the same token came back with less left).
+        Else what the answers showed: within `reissued_left` a new token came;
+        with only `same_token_left` known, half of it (each same-token answer at
+        least halves the wait, so a provider that re-issues later than thought costs
+        a few calls, never a loop).
+        """
+        seen_same, seen_new = self.same_token_left, self.reissued_left
+        if configured is not None and (seen_same is None or configured < seen_same):
+            return configured
+        if seen_same is None:
+            return None
+        if seen_new is not None and seen_new < seen_same:
+            return float(seen_new)
+        return seen_same / 2
+
+    def effective_margin(self, margin: float, reissue: float | None = None) -> float:
         """
         The realm's refresh margin for this token, in seconds: never more than
         half its lifetime, so a realm whose margin is longer than what its
-        provider grants does not refresh on every request.
+        provider grants does not refresh on every request; and, for a provider
+        that hands back the same token until late, never earlier than it
+        re-issues (reissue_limit, `reissue` being the realm's configured limit).
         """
-        lifetime = (self.expires_at - self.fetched_at).total_seconds()
-        return max(0.0, min(margin, lifetime / 2))
+        window = min(margin, self.lifetime() / 2)
+        limit = self.reissue_limit(reissue)
+        if limit is not None:
+            window = min(window, limit)
+        return max(0.0, window)
 
-    def refresh_at(self, margin: float):
+    def refresh_at(self, margin: float, reissue: float | None = None):
         """
         When this token is due for a refresh: inside the last `margin` seconds
         of its life (`effective_margin`), at a point drawn per fetch
         (`refresh_jitter`), so tokens fetched together do not all come due together.
         """
-        margin = self.effective_margin(margin)
+        margin = self.effective_margin(margin, reissue)
         return self.expires_at - timedelta(
             seconds=margin * (1 - REFRESH_JITTER * self.refresh_jitter())
         )
 
-    def state(self, margin: float, now=None) -> TokenState:
+    def state(self, margin: float, now=None, reissue: float | None = None) -> TokenState:
         """
         Expired, refreshing (inside its effective refresh margin: a refresh
         comes due somewhere in there, see refresh_at) or valid, at `now`.
@@ -92,7 +138,7 @@ class StoredToken(models.Model):
         left = self.remaining(now).total_seconds()
         if left <= 0:
             return TokenState.EXPIRED
-        if left <= self.effective_margin(margin):
+        if left <= self.effective_margin(margin, reissue):
             return TokenState.REFRESHING
         return TokenState.VALID
 
@@ -108,13 +154,15 @@ class StoredToken(models.Model):
         digest = hashlib.blake2b(seed, digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
-    def snapshot(self, margin: float, *, lock_ttl: float = 60.0) -> Snapshot:
+    def snapshot(
+        self, margin: float, *, lock_ttl: float = 60.0, reissue: float | None = None
+    ) -> Snapshot:
         """This row as the token path reads it (source: database)."""
         return Snapshot(
             self.token,
             self.fetched_at.timestamp(),
             self.expires_at.timestamp(),
-            self.refresh_at(margin).timestamp(),
+            self.refresh_at(margin, reissue).timestamp(),
             source="database",
             lock_ttl=lock_ttl,
             parent=self.parent_fingerprint,
@@ -184,6 +232,11 @@ class FetchLog(models.Model):
         max_length=64,
         blank=True,
         help_text="The X-Request-ID of the request that caused it (empty for the refresher).",
+    )
+    same_token = models.BooleanField(
+        default=False,
+        help_text="The upstream handed back the token already held (its lifetime: what was "
+        "left of it); issue 14, same-token answers.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -327,6 +380,9 @@ class Notification(models.Model):
     class Outcome(models.TextChoices):
         FAILING = "failing"
         RECOVERED = "recovered"
+        #: The secret's daily budget of upstream calls (issue 14): past its alert
+        #: threshold (error_code quota_alert) or used up (quota_exhausted).
+        QUOTA = "quota"
 
     realm = models.CharField(max_length=50)
     key = models.CharField(max_length=100)
@@ -341,6 +397,9 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField()
     #: When the state changed.
     created_at = models.DateTimeField(default=timezone.now)
+    #: Outcome quota: the calls of the provider's day so far, and the daily budget.
+    calls = models.PositiveIntegerField(null=True, blank=True)
+    budget = models.PositiveIntegerField(null=True, blank=True)
 
     # Delivery.
     tries = models.PositiveSmallIntegerField(default=0)
@@ -369,7 +428,7 @@ class Notification(models.Model):
 
     def payload(self) -> dict:
         """The webhook's JSON body (README, "Failure notifications")."""
-        return {
+        body = {
             "id": self.pk,
             "realm": self.realm,
             "key": self.key,
@@ -381,3 +440,36 @@ class Notification(models.Model):
             "attempts": self.attempts,
             "at": self.created_at.isoformat(),
         }
+        if self.outcome == self.Outcome.QUOTA:
+            # failing_since is when the provider's day began; attempts, the calls.
+            body.update(calls=self.calls, budget=self.budget)
+        return body
+
+
+class QuotaUsage(models.Model):
+    """
+    Upstream calls of one secret in one provider day (issue 14, "The provider's
+    quota guarded"), when there is no Redis to count them (tokens.quota): every
+    worker and host adds to the same row with a conditional UPDATE, so a call
+    past the realm's daily_budget is never granted. The flags say whether the
+    day's alert and exhaustion were told (once per secret and day). Rows of
+    days gone are deleted by the refresher.
+    """
+
+    secret = models.ForeignKey(Secret, on_delete=models.CASCADE, related_name="quota_usage")
+    #: The provider's date (Realm.provider_day), not the server's.
+    day = models.DateField()
+    calls = models.PositiveIntegerField(default=0)
+    alert_told = models.BooleanField(default=False)
+    exhausted_told = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "quota usage"
+        verbose_name_plural = "quota usage"
+        constraints = [
+            models.UniqueConstraint(fields=["secret", "day"], name="quotausage_secret_day")
+        ]
+        indexes = [models.Index(fields=["day"], name="quotausage_day")]
+
+    def __str__(self):
+        return f"{self.secret_id} on {self.day}: {self.calls} calls"

@@ -81,6 +81,8 @@ def notification_queue(
     failing_since: datetime,
     attempts: int,
     at: datetime,
+    calls: int | None = None,
+    budget: int | None = None,
 ) -> Notification | None:
     """
     Queue a notification (inside the caller's transaction: the state change
@@ -101,6 +103,8 @@ def notification_queue(
         attempts=attempts,
         created_at=at,
         next_try_at=at,
+        calls=calls,
+        budget=budget,
     )
     transaction.on_commit(sender.wake)
     return notification

@@ -65,9 +65,12 @@ TOKEN_ERRORS = error_responses(
     s403="Not allowed (`permission_denied`: a missing scope, or the client's patterns do not "
     "cover the realm and key) or the secret is disabled (`secret_disabled`).",
     s404="No such realm or key (`not_found`).",
-    s429="Too many calls from this client (`throttled`), failed staff sign-ins, or a "
+    s429="Too many calls from this client (`throttled`), failed staff sign-ins, a "
     "rejected token reported again within the realm's minimum flush interval "
-    "(`too_many_flushes`); wait for Retry-After seconds.",
+    "(`too_many_flushes`), or the secret's daily budget of upstream calls does not allow a "
+    "fetch (`quota_exhausted`: a flush or a rejected token once only the calls kept to keep "
+    "the token alive are left, or no valid token and the budget used up; Retry-After: until "
+    "the provider's day turns); wait for Retry-After seconds.",
 )
 
 REJECTED_HEADER_PARAMETER = OpenApiParameter(
@@ -127,6 +130,7 @@ class FetchLogSerializer(serializers.ModelSerializer):
             "client",
             "created_at",
             "request_id",
+            "same_token",
         )
 
 
@@ -145,9 +149,36 @@ class SecretSerializer(SecretBaseSerializer):
     token_state = TokenStateSerializer()
 
 
+class QuotaSerializer(serializers.Serializer):
+    """A secret's upstream calls in the provider's current day (tokens.quota.Usage.as_dict)."""
+
+    calls_today = serializers.IntegerField(
+        allow_null=True, help_text="Upstream calls so far today (null: not known now)."
+    )
+    daily_budget = serializers.IntegerField(
+        allow_null=True, help_text="The realm's daily budget per secret (null: none)."
+    )
+    alert_at = serializers.IntegerField(
+        allow_null=True, help_text="Calls past which operators are warned (null: no budget)."
+    )
+    day = serializers.DateField(help_text="The provider's date of today.")
+    day_ends_at = serializers.DateTimeField(help_text="When the provider's day turns.")
+
+
+class SecretDetailSerializer(SecretSerializer):
+    """One secret as the API answers it: its token's state and its calls of today."""
+
+    quota = QuotaSerializer()
+
+
 SECRETS = {
     name: extend_schema(tags=["secrets"], **arguments)
     for name, arguments in secret_schemas(SecretSerializer, "Secret").items()
+    if name.startswith("list.")
+} | {
+    name: extend_schema(tags=["secrets"], **arguments)
+    for name, arguments in secret_schemas(SecretDetailSerializer, "SecretDetail").items()
+    if name.startswith("detail.")
 }
 
 
@@ -234,6 +265,8 @@ REALM_TEST = extend_schema(
             *WITH_BODY,
             *AUTHENTICATED,
             s403="Not allowed (`permission_denied`) or the secret is disabled (`secret_disabled`).",
+            s429="The secret's daily budget keeps its last calls for the refreshes that keep its "
+            "token alive (`quota_exhausted`); Retry-After: until the provider's day turns.",
         ),
     },
 )

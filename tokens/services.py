@@ -115,7 +115,8 @@ def _token_path(realm_id, key, flush, rejected, trigger, client, cached) -> Toke
     # 2. The database row, put back in the cache.
     if not flush:
         if stored is not None:
-            snapshot = stored.snapshot(secret.realm.refresh_margin)
+            realm = secret.realm
+            snapshot = stored.snapshot(realm.refresh_margin, reissue=realm.reissue_limit())
             if snapshot.alive(now):
                 cache_put(secret, stored, now)
                 stale = snapshot.due(now)

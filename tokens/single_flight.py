@@ -31,7 +31,7 @@ from django.utils import timezone
 from realms.models import Realm
 from secret_store.models import Secret
 from tokens import cache as token_cache
-from tokens import chains, guards, permanent_errors, upstream
+from tokens import chains, guards, permanent_errors, quota, upstream
 from tokens.locks import Lease, lock_for
 from tokens.models import FetchLog, StoredToken, fingerprint
 from tokens.refresh_health import refresh_failed, refresh_succeeded
@@ -41,6 +41,7 @@ from tokenserver import metrics, request_id
 from tokenserver.errors import (
     LockWaitTimeout,
     NotFound,
+    QuotaExhausted,
     SecretDisabled,
     ServiceError,
     UnsendableRequest,
@@ -89,6 +90,11 @@ class Need:
     def flush(cls, realm: Realm, requested_at: float, rejected: str | None = None) -> "Need":
         # Inside the realm's minimum interval the token just fetched is the answer.
         return cls(fetched_after=requested_at - realm.min_flush_interval, rejected=rejected)
+
+    @property
+    def forced(self) -> bool:
+        """A new token asked for (a flush, a rejected token, a test fetch), not one kept alive."""
+        return self.fetched_after is not None or self.rejected is not None
 
     @property
     def forces_new_token(self) -> bool:
@@ -197,10 +203,13 @@ def secret_lock(realm_id: str, key: str, max_hold: float) -> Lease:
 
 def cache_put(secret: Secret, stored: StoredToken, now: float) -> None:
     """Put a stored token back in the cache, with the realm's refresh time."""
+    realm = secret.realm
     token_cache.entry_write(
         secret.realm_id,
         secret.name,
-        stored.snapshot(secret.realm.refresh_margin, lock_ttl=lock_ttl(secret.realm)),
+        stored.snapshot(
+            realm.refresh_margin, lock_ttl=lock_ttl(realm), reissue=realm.reissue_limit()
+        ),
         now=now,
     )
 
@@ -220,7 +229,9 @@ def look_again(secret: Secret, now: float, need: Need, *, stored=_READ) -> Token
     if stored is _READ:
         stored = StoredToken.objects.filter(secret=secret).first()
     if stored is not None:
-        snapshot = stored.snapshot(secret.realm.refresh_margin)
+        snapshot = stored.snapshot(
+            secret.realm.refresh_margin, reissue=secret.realm.reissue_limit()
+        )
         if need.satisfied_by(snapshot, now):
             cache_put(secret, stored, now)
             return snapshot.result("database")
@@ -241,13 +252,16 @@ def refresh(
     A permanent error remembered for the secret (tokens.permanent_errors) is raised
     first, without the lock or an upstream call; `recall=False` (the console's test
     fetch) calls the upstream regardless. `renew_parent=False`: a chained realm's
-    parent token refused by its upstream is not refreshed (see fetch_and_store).
+    parent token refused by its upstream is not refreshed (see fetch_and_store). A
+    daily budget that already refuses the call is raised first too (tokens.quota: 429
+    quota_exhausted; a forced one may not use the reserve).
     """
     if recall:
         now = time.time()
         remembered = permanent_errors.loaded(secret, now)
         if remembered:
             raise remembered.error(now)
+    quota.check(secret, forced=need.forced)
     lock = secret_lock(secret.realm_id, secret.name, lock_ttl(secret.realm))
     options = {"trigger": trigger, "client": client, "recall": recall, "renew_parent": renew_parent}
     if not lock.try_acquire():
@@ -261,7 +275,13 @@ def _fetch_if_needed(secret, need, lock, **options) -> TokenResult:
         found = look_again(secret, time.time(), need)
         if found:
             return found
-        return fetch_and_store(secret, lock=lock, force_refresh=need.forces_new_token, **options)
+        return fetch_and_store(
+            secret,
+            lock=lock,
+            force_refresh=need.forces_new_token,
+            forced=need.forced,
+            **options,
+        )
     finally:
         lock.release()
 
@@ -338,7 +358,7 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
         secret.realm_id,
         secret.name,
         outcome,
-        f" ({fields['error_code']})" if fields.get("error_code") else "",
+        _suffix(fields),
         extra={
             "event": "fetch",
             "realm": secret.realm_id,
@@ -351,9 +371,19 @@ def _log_attempt(secret: Secret, *, trigger: str, client: str, outcome, **fields
             "error_message": fields.get("error_message", ""),
             "duration_ms": duration_ms,
             "lifetime": fields.get("lifetime"),
+            "same_token": fields.get("same_token", False),
             "request_id": rid or None,
         },
     )
+
+
+def _suffix(fields: dict) -> str:
+    """The fetch line's tail: the error code, or that the token already held came back."""
+    if fields.get("error_code"):
+        return f" ({fields['error_code']})"
+    if fields.get("same_token"):
+        return f" (the same token, {fields.get('lifetime')} s left)"
+    return ""
 
 
 def fetch_and_store(
@@ -365,6 +395,7 @@ def fetch_and_store(
     recall: bool = True,
     renew_parent: bool = True,
     force_refresh: bool = False,
+    forced: bool = False,
 ) -> TokenResult:
     """
     Call the upstream (outside any transaction) through the realm's guards,
@@ -393,6 +424,16 @@ def fetch_and_store(
     a new token, and must not make it get another (each would refresh the
     children ahead again). A new token stored refreshes ahead the chained
     tokens fetched with another one (`_refresh_children_ahead`).
+
+    Each attempt is counted against the secret's daily budget before it is sent
+    (tokens.quota; `forced`: a flush, a rejected token or a test fetch, which may
+    not use the calls kept to keep the token alive): a refusal is 429
+    quota_exhausted, one fetch-log row (rejected), and for a refresh that keeps the
+    token alive a failure (the notifications).
+
+    An answer that hands back the token already held is recorded as such
+    (FetchLog.same_token), and what it shows of the provider's re-issue window
+    schedules the next refresh (StoredToken.reissue_limit): never a loop.
     """
     realm = secret.realm
     if recall:
@@ -403,9 +444,12 @@ def fetch_and_store(
     parent = _parent_token(secret, trigger, client) if realm.parent_id else None
     attempt = 0
     while True:
+        day = None
         try:
             guards.check(realm)
             with guards.upstream_slot(realm, max_hold=lock_ttl(realm), wait=realm.timeout):
+                # Counted before it is sent: concurrent callers cannot overshoot the budget.
+                day = quota.reserve(secret, forced=forced)
                 sent_at = time.time()
                 fetched = upstream.fetch(
                     realm,
@@ -427,7 +471,24 @@ def fetch_and_store(
             raise UpstreamUnavailable(
                 refused.detail, retry_after=refused.retry_after, outcome=FetchLog.Outcome.REJECTED
             ) from None
+        except QuotaExhausted as refused:
+            _log_attempt(
+                secret,
+                trigger=trigger,
+                client=client,
+                outcome=FetchLog.Outcome.REJECTED,
+                error_code=refused.code,
+                error_message=refused.detail[:500],
+            )
+            if not forced:
+                # The token cannot be kept alive: that is a failing refresh.
+                _failed(
+                    secret, FetchLog.Outcome.REJECTED, refused.code, refused.detail, attempt + 1
+                )
+            raise
         except upstream.UpstreamFailure as failure:
+            if failure.outcome == FetchLog.Outcome.REJECTED and day is not None:
+                quota.refund(secret, day)  # nothing was sent: the provider counted nothing
             parent_refused = parent is not None and _refuses_parent(realm, failure)
             # First, so the requests waiting on this call see it at once. A refused
             # parent token is the parent's affair, never this secret's permanent error.
@@ -475,6 +536,14 @@ def fetch_and_store(
         http_status=fetched.http_status,
         lifetime=fetched.lifetime,
     )
+    stored = StoredToken(
+        secret=secret,
+        token=fetched.token,
+        expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
+        fetched_at=datetime.fromtimestamp(now, tz=UTC),
+        parent_fingerprint=parent_fingerprint,
+    )
+    same = _learn(stored, _held_token(secret), sent_at, fetched.lifetime)
     _log_attempt(
         secret,
         trigger=trigger,
@@ -483,6 +552,7 @@ def fetch_and_store(
         http_status=fetched.http_status,
         duration_ms=fetched.duration_ms,
         lifetime=int(fetched.lifetime),
+        same_token=same,
     )
     # A failing secret is ok again (one "recovered" notification, whichever process sees it).
     outbox.run(refresh_succeeded, secret.pk, secret.realm_id, secret.name, timezone.now())
@@ -491,13 +561,6 @@ def fetch_and_store(
         # caller asked before that and gets its token, but it is not kept.
         logger.warning("%s changed during the fetch; its token is not kept", secret)
         return result
-    stored = StoredToken(
-        secret=secret,
-        token=fetched.token,
-        expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
-        fetched_at=datetime.fromtimestamp(now, tz=UTC),
-        parent_fingerprint=parent_fingerprint,
-    )
     if lock.held():
         # The cache first: if the database is down, the token is still served
         # from Redis while the writes wait in the outbox.
@@ -515,9 +578,51 @@ def fetch_and_store(
         stored.expires_at,
         stored.fetched_at,
         parent_fingerprint,
+        stored.issued_at,
+        stored.same_token_left,
+        stored.reissued_left,
     )
     _refresh_children_ahead(secret, fetched.token, client)
     return result
+
+
+def _held_token(secret: Secret) -> StoredToken | None:
+    """The token the secret holds now, as stored (read anew; as loaded if the database fails)."""
+    try:
+        return StoredToken.objects.filter(secret_id=secret.pk).first()
+    except DatabaseError:
+        return stored_token(secret)
+
+
+def _learn(fresh: StoredToken, held: StoredToken | None, sent_at: float, lifetime: float) -> bool:
+    """
+    Whether the upstream handed back the token already held (issue 14, "Same-token
+    answers"), with what that shows of its re-issue window set on `fresh` (and
+    carried over from `held`): a same-token answer keeps the token's issue time and
+    lowers `same_token_left` to the lifetime it still had; a new token that replaced
+    a held one still alive, from a provider seen handing tokens back, raises
+    `reissued_left` to what the held one had left. An observation that contradicts
+    the ones before (the provider changed) starts the learning afresh.
+    """
+    fresh.issued_at = fresh.fetched_at
+    if held is None:
+        return False
+    seen_same, seen_new = held.same_token_left, held.reissued_left
+    same = hmac.compare_digest(held.token.encode(), fresh.token.encode())
+    if same:
+        fresh.issued_at = held.issued()
+        left = max(0, int(lifetime))
+        seen_same = left if seen_same is None else min(seen_same, left)
+        if seen_new is not None and seen_new >= seen_same:
+            seen_new = None
+    else:
+        left = int(held.expires_at.timestamp() - sent_at)
+        if seen_same is not None and left > 0:
+            seen_new = max(seen_new or 0, left)
+            if seen_new >= seen_same:
+                seen_same = seen_new = None
+    fresh.same_token_left, fresh.reissued_left = seen_same, seen_new
+    return same
 
 
 def _refuses_parent(realm: Realm, failure: upstream.UpstreamFailure) -> bool:
@@ -623,12 +728,29 @@ def _changed_meanwhile(secret: Secret) -> bool:
         return False  # cannot tell: keep the token (the outbox stores it later)
 
 
-def _store_token(secret_pk, token, expires_at, fetched_at, parent_fingerprint="") -> None:
+def _store_token(
+    secret_pk,
+    token,
+    expires_at,
+    fetched_at,
+    parent_fingerprint="",
+    issued_at=None,
+    same_token_left=None,
+    reissued_left=None,
+) -> None:
     """
     Persist a fetched token, unless a newer one is already stored (newer:
     expiring later, which with equal lifetimes means requested later: the
-    one a provider such as WeChat issued last and keeps valid).
+    one a provider such as WeChat issued last and keeps valid). The same token
+    handed back is always recorded (its new fetch time and what it showed of the
+    re-issue window schedule the next refresh), keeping the later of the two
+    expiries (both are at most the provider's).
     """
+    learnt = {
+        "issued_at": issued_at or fetched_at,
+        "same_token_left": same_token_left,
+        "reissued_left": reissued_left,
+    }
     with transaction.atomic():
         current = StoredToken.objects.select_for_update().filter(secret_id=secret_pk).first()
         if current is None:
@@ -639,10 +761,14 @@ def _store_token(secret_pk, token, expires_at, fetched_at, parent_fingerprint=""
                     expires_at=expires_at,
                     fetched_at=fetched_at,
                     parent_fingerprint=parent_fingerprint,
+                    **learnt,
                 )
-        elif current.expires_at <= expires_at:
-            current.token, current.expires_at, current.fetched_at = token, expires_at, fetched_at
+        elif current.expires_at <= expires_at or current.token == token:
+            current.expires_at = max(current.expires_at, expires_at)
+            current.token, current.fetched_at = token, fetched_at
             current.parent_fingerprint = parent_fingerprint
+            for name, value in learnt.items():
+                setattr(current, name, value)
             current.save()
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from realms.models import Realm
+from realms.models import Realm, reissue_limit_of
 from secret_store.models import VALUE_FIELDS, Secret
 from tokens.models import FetchLog, RefreshHealth, StoredToken, TokenState, fingerprint
 
@@ -109,16 +109,19 @@ def _state(secret: Secret, now: datetime) -> tuple[TokenState, datetime | None]:
     if secret.realm.kind == Realm.Kind.FIXED:
         return TokenState.FIXED, secret.token_expires_at
     stored = _stored(secret)
-    state = _classify(secret.realm.kind, secret.realm.refresh_margin, stored, now)
+    realm = secret.realm
+    state = _classify(realm.kind, realm.refresh_margin, stored, now, realm.reissue_limit())
     return state, None if stored is None else stored.expires_at
 
 
-def _classify(kind: str, margin: int, stored: StoredToken | None, now: datetime) -> TokenState:
+def _classify(
+    kind: str, margin: int, stored: StoredToken | None, now: datetime, reissue=None
+) -> TokenState:
     if kind == Realm.Kind.FIXED:
         return TokenState.FIXED
     if stored is None:
         return TokenState.NEVER_FETCHED
-    return stored.state(margin, now)
+    return stored.state(margin, now, reissue)
 
 
 def _stored(secret: Secret) -> StoredToken | None:
@@ -153,22 +156,26 @@ def secrets_in_state(secrets: QuerySet, state: str, now: datetime | None = None)
         "pk",
         "realm__kind",
         "realm__refresh_margin",
-        "stored_token__fetched_at",
-        "stored_token__expires_at",
+        "realm__reissue_window",
+        *(f"stored_token__{name}" for name in _TIMES),
     )
     matching = [
         pk
-        for pk, kind, margin, fetched_at, expires_at in rows
-        if _classify(kind, margin, _row_token(fetched_at, expires_at), now) == state
+        for pk, kind, margin, window, *times in rows
+        if _classify(kind, margin, _row_token(*times), now, reissue_limit_of(window)) == state
     ]
     return secrets.filter(pk__in=matching)
 
 
-def _row_token(fetched_at, expires_at) -> StoredToken | None:
-    # An unsaved row with the two times its state depends on: the model's method decides.
-    if expires_at is None:
+#: What a stored token's state depends on, besides its realm.
+_TIMES = ("fetched_at", "expires_at", "issued_at", "same_token_left", "reissued_left")
+
+
+def _row_token(*times) -> StoredToken | None:
+    # An unsaved row with what its state depends on: the model's method decides.
+    if times[1] is None:
         return None
-    return StoredToken(fetched_at=fetched_at, expires_at=expires_at)
+    return StoredToken(**dict(zip(_TIMES, times, strict=True)))
 
 
 def realm_token_counts(realm: Realm, now: datetime | None = None) -> dict[TokenState, int]:

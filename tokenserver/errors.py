@@ -52,6 +52,17 @@ class TooManyFlushes(ServiceError):
     code = "too_many_flushes"
 
 
+class QuotaExhausted(ServiceError):
+    """
+    The secret's daily budget of upstream calls does not allow this call (429,
+    `Retry-After`: until the provider's day turns). Issue 14, "The provider's quota
+    guarded".
+    """
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "quota_exhausted"
+
+
 class SecretDisabled(ServiceError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "secret_disabled"

@@ -81,6 +81,13 @@ LOCK_WAITS = Histogram(
     ["realm", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+QUOTA_REFUSALS = Counter(
+    "tokenserver_quota_refusals",
+    "Upstream calls refused by the secret's daily budget (429 quota_exhausted), by realm and "
+    "call: forced (a flush, a rejected token, a test fetch: refused once the calls kept to keep "
+    "the token alive are all that is left) or refresh (the budget is used up).",
+    ["realm", "call"],
+)
 REFRESHER_LAST_PASS = Gauge(
     "tokenserver_refresher_last_pass_timestamp_seconds",
     "When the refresher (refresh_tokens, beside this server) last finished a pass.",
@@ -122,6 +129,10 @@ def upstream_attempt(realm_id: str, outcome: str, seconds: float | None) -> None
 
 def lock_waited(realm_id: str, outcome: str, seconds: float) -> None:
     LOCK_WAITS.labels(realm_id, outcome).observe(seconds)
+
+
+def quota_refused(realm_id: str, forced: bool) -> None:
+    QUOTA_REFUSALS.labels(realm_id, "forced" if forced else "refresh").inc()
 
 
 def refresher_pass_done() -> None:

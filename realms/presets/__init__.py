@@ -88,10 +88,21 @@ def realm_from_preset(
     names the parent realm of a chained preset (default: the preset's, the parent
     preset's own name); a preset that is not chained refuses one (ValidationError).
     An existing realm is left alone (409) unless `replace`.
+
+    The catalogue's `quota` and `reissue_window` become the realm's daily budget
+    (`daily_budget`, `budget_day_starts`: the provider's own limit, which the
+    operator may lower when other systems share the app) and `reissue_window`
+    (issue 14, items 3 and 5), unless the preset's realm sets them itself.
     """
     preset = preset_get(name)
     data = preset["realm"]
     realm_id = realm_id or name
+    config = data.setdefault("config", {})
+    if preset["quota"]:
+        config.setdefault("daily_budget", preset["quota"]["daily_calls"])
+        config.setdefault("budget_day_starts", preset["quota"].get("day_starts") or "UTC")
+    if preset["reissue_window"] is not None:
+        config.setdefault("reissue_window", preset["reissue_window"])
     if url:
         data["config"]["url"] = url
     if parent:

@@ -250,6 +250,8 @@ def _realm_form(**changes):
         "breaker_cooldown": "30",
         "refresh_margin": "300",
         "default_ttl": "7200",
+        "budget_alert_percent": "80",
+        "budget_day_starts": "UTC",
         "arguments-TOTAL_FORMS": "1",
         "arguments-INITIAL_FORMS": "0",
         "arguments-0-order": "0",

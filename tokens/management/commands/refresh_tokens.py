@@ -4,6 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from clients.access_tokens import revocations_prune
+from tokens import quota
 from tokens.background import tokens_refresh_due, wait_for_background_refreshes
 from tokens.notifications import (
     notifications_prune,
@@ -19,10 +20,11 @@ class Command(BaseCommand):
         "Refresh every enabled secret's token that comes due for refresh before the next run "
         "(each token's due time has its own jitter inside its realm's margin), so apps "
         "normally never wait on an upstream; also drops revocations of access tokens that "
-        "have all expired, and sends failure notifications left pending (by a process that "
-        "stopped, or waiting for a retry). Chained realms (tickets fetched with an access "
-        "token) come after their parents, and are refreshed as well when their parent's "
-        "token changed. Logs one line per run."
+        "have all expired, sends failure notifications left pending (by a process that "
+        "stopped, or waiting for a retry) and deletes the daily-budget counts of days long "
+        "gone. Chained realms (tickets fetched with an access token) come after their "
+        "parents, and are refreshed as well when their parent's token changed. Logs one "
+        "line per run."
     )
 
     def add_arguments(self, parser):
@@ -60,6 +62,7 @@ class Command(BaseCommand):
                 # Chained tokens refreshed ahead by this pass's refreshes: done before exit.
                 wait_for_background_refreshes(timeout=60)
             notifications_prune()
+            quota.prune()  # the database counter's rows of days long gone
             logger.info(
                 "refresh_tokens: %s, %d expired revocations dropped in %.2f s",
                 report,
