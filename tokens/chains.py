@@ -37,6 +37,7 @@ from tokens.models import FetchLog, StoredToken, fingerprint
 from tokens.results import TokenResult
 from tokenserver.errors import (
     LockWaitTimeout,
+    QuotaExhausted,
     ServiceError,
     UpstreamError,
     UpstreamUnavailable,
@@ -106,6 +107,10 @@ def _child_error(secret: Secret, parent: tuple[str, str], error: ServiceError) -
     }
     if isinstance(error, (UpstreamUnavailable, LockWaitTimeout)):
         return UpstreamUnavailable(detail, retry_after=error.retry_after or 5, **context)
+    if isinstance(error, QuotaExhausted):
+        # The parent's daily budget is used up: the child's answer is the same 429 with
+        # the same Retry-After (until the parent provider's day turns), not a 502.
+        return QuotaExhausted(detail, retry_after=error.retry_after, **context)
     return UpstreamError(detail, retry_after=error.retry_after, **context)
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -32,9 +33,10 @@ from tests.factories import SecretFactory, stored_token
 from tests.helpers import run_at_once, wait_until
 from tokens import single_flight
 from tokens.background import tokens_refresh_due, wait_for_background_refreshes
+from tokens.cache import entries_evict
 from tokens.models import FetchLog, StoredToken, fingerprint
 from tokens.services import token_get, token_test_fetch
-from tokenserver.errors import UpstreamError, UpstreamUnavailable
+from tokenserver.errors import QuotaExhausted, UpstreamError, UpstreamUnavailable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -413,6 +415,25 @@ def test_a_parent_refused_by_its_upstream_is_the_childs_502(wechat, upstream, pa
         ("wxgzh", "chain", "upstream_error", "40013"),
         ("wx_jsapi", "request", "rejected", "parent"),
     ]
+
+
+def test_a_parent_out_of_its_daily_budget_is_the_childs_429(wechat, parent, child):
+    # Issue 14 (items 1 and 3 together): the parent's budget is used up and its token
+    # has expired, so the ticket cannot be made until the parent provider's day turns.
+    # The child answers the parent's 429 quota_exhausted, Retry-After and all: a 502
+    # would tell apps the upstream failed and invite retries.
+    Realm.objects.filter(pk="wxgzh").update(daily_budget=1)
+    assert _ticket().token == "TICKET-1"  # the parent's one call of the day
+    StoredToken.objects.update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    entries_evict([("wxgzh", KEY), ("wx_jsapi", KEY)])
+
+    with pytest.raises(QuotaExhausted) as raised:
+        _ticket()
+
+    assert raised.value.status_code == 429 and raised.value.code == "quota_exhausted"
+    assert "wxgzh/wxgzh_secret" in raised.value.detail
+    assert 0 < raised.value.retry_after <= 86400
+    assert len(wechat.token_calls()) == 1 and len(wechat.ticket_calls()) == 1
 
 
 def test_a_parent_out_of_reach_is_the_childs_503(wechat, parent, child):
