@@ -1168,6 +1168,12 @@ def report(results):
                 else ""
             )
             + (
+                f"; anonymous (the workers' own) {', '.join(fmt(size, 1) for size in server['anon_rss_mib'])}"
+                " MiB"
+                if server.get("anon_rss_mib")
+                else ""
+            )
+            + (
                 f" (master {fmt(server['master_rss_mib'], 1)} MiB)"
                 if server.get("master_rss_mib")
                 else ""
@@ -1325,6 +1331,8 @@ def _interrupted(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
+    # First, before this process maps any of them (a mapped page is not dropped).
+    settled = settle_libraries(Path(sys.executable).parent.parent)
     # A SIGTERM (a CI timeout) unwinds like Ctrl-C, through the finally that stops everything.
     signal.signal(signal.SIGTERM, _interrupted)
     began = time.monotonic()
@@ -1335,6 +1343,10 @@ def main(argv=None):
     held = lock_database(database_url)  # noqa: F841 - held until the process ends
     for note in notes:
         say(note)
+    say(
+        f"memory: {settled} shared libraries of the virtualenv dropped from the page cache "
+        "first, so RSS counts them as a later start would"
+    )
 
     from cryptography.fernet import Fernet
 
@@ -1360,10 +1372,6 @@ def main(argv=None):
     }
     os.environ.update(child_env)
     venv_bin = Path(sys.executable).parent
-    say(
-        f"memory: {settle_libraries(venv_bin.parent)} shared libraries of the virtualenv "
-        "dropped from the page cache, so RSS counts them as a later start would"
-    )
     import django
 
     django.setup()
@@ -1542,6 +1550,8 @@ def main(argv=None):
             entry["workers"] = len(pids)
             entry["rss_mib"] = settled_rss_mib(pids)
             entry["peak_rss_mib"] = [rss_mib(pid, "VmHWM") for pid in pids]
+            # The workers' own memory (heap, stacks), without the shared file pages.
+            entry["anon_rss_mib"] = [rss_mib(pid, "RssAnon") for pid in pids]
             entry["master_rss_mib"] = rss_mib(server.pid) if pids != [server.pid] else None
             results["servers"].append(entry)
             processes.stop(server)
