@@ -1168,8 +1168,8 @@ def report(results):
                 else ""
             )
             + (
-                f"; anonymous (the workers' own) {', '.join(fmt(size, 1) for size in server['anon_rss_mib'])}"
-                " MiB"
+                "; anonymous (the workers' own) "
+                f"{', '.join(fmt(size, 1) for size in server['anon_rss_mib'])} MiB"
                 if server.get("anon_rss_mib")
                 else ""
             )
